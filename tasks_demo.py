@@ -1,0 +1,1105 @@
+# /// script
+# requires-python = ">=3.10"
+# dependencies = [
+#     "fastmcp[tasks]>=4.1.2,<5",
+#     "pydocket",
+#     "rich",
+# ]
+# ///
+"""MCP background tasks, every pattern, running for real.
+
+One file: an MCP server with timed tools, and one client pattern per
+subcommand. Everything runs in this process over FastMCP's in-memory
+transport, so what you see is the real protocol (tools/call answered with a
+task, tasks/get, tasks/update, tasks/cancel), not a simulation.
+
+    uv run tasks_demo.py all          # every pattern, in learning order
+    uv run tasks_demo.py poll         # one pattern: a live dashboard
+    uv run tasks_demo.py --scale 0.2 all   # the same, five times faster
+
+The server is also a module-level object, so any MCP client can use it:
+
+    uv run fastmcp run tasks_demo.py:mcp --transport http
+
+Read top to bottom: the command line, the server and its tools, then the
+client patterns in the order a learner meets them, then the thin layer that
+prints what each pattern observed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import sys
+
+# --------------------------------------------------------------------------
+# 1. The command line, parsed before anything heavy is imported
+# --------------------------------------------------------------------------
+# Importing fastmcp and its tasks package takes a couple of seconds. `--help`
+# and a mistyped argument should answer at once, so the parser lives up here
+# and runs before those imports (see the bottom of this block).
+
+PATTERNS = {
+    "compare": "3 s, 2 s and 1 s of work: sequential, asyncio.gather, background tasks",
+    "await": "submit a task and await its result directly",
+    "many": "many tasks at once, gathered; every result comes back exactly once",
+    "poll": "a live dashboard of several tasks, then each task's state transitions",
+    "fire-and-forget": "submit, do other work, come back; wait() with a timeout",
+    "reconnect": "close the client, open a new one, attach by task id",
+    "crash": "the submitting client dies mid-task; the work neither stops nor runs twice",
+    "teammates": "A submits and shares the id, B watches, C waits and notifies",
+    "cancel": "cancel a running task; its body stops",
+    "failure": "a tool error (completed, isError) versus a protocol error (failed)",
+    "input": "a task pauses in input_required; the client answers; it resumes",
+    "limits": "at most N tasks run at once; submissions are rate-limited per client",
+    "research": "a deep-research mock: one long task, then the same as composed tasks",
+    "instant": "a plain tool for contrast: never a task",
+    "all": "every pattern above, in this order, with a summary",
+}
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    """An argparse parser whose errors are a single line and exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_finite(text: str) -> float:
+    """Parse --scale: a number that is finite and greater than zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = _OneLineErrors(
+        prog="tasks_demo.py",
+        description="MCP background tasks on FastMCP 4, every pattern running for real.",
+    )
+    scale_help = "multiply every duration (0.1 runs ten times faster); default 1"
+    parser.add_argument("--scale", type=positive_finite, default=1.0, help=scale_help)
+    commands = parser.add_subparsers(dest="pattern", metavar="PATTERN", required=True)
+    for name, summary in PATTERNS.items():
+        command = commands.add_parser(name, help=summary, description=summary)
+        # Accept --scale after the pattern too; SUPPRESS keeps the subparser
+        # from overwriting a value given before the pattern.
+        command.add_argument(
+            "--scale", type=positive_finite, default=argparse.SUPPRESS, help=scale_help
+        )
+    return parser.parse_args(argv)
+
+
+def exit_on_ctrl_c(signum, frame) -> None:
+    """Ctrl-C: leave at once, without a traceback, with the usual status 130.
+
+    The default would raise KeyboardInterrupt wherever the program happens to
+    be, and then Docket's worker would shut down gracefully: it waits for every
+    running task to finish first, as long as the longest one. Here the tasks
+    live in memory and die with the process anyway, so there is nothing to
+    wait for.
+    """
+    sys.stdout.flush()
+    if sys.stdout.isatty():
+        sys.stdout.write("\x1b[?25h")  # show the cursor a live dashboard hid
+    sys.stderr.write("\ninterrupted\n")
+    os._exit(130)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, exit_on_ctrl_c)
+    ARGS = parse_args(sys.argv[1:])
+
+
+# --------------------------------------------------------------------------
+# 2. The server
+# --------------------------------------------------------------------------
+
+import asyncio  # noqa: E402  (the heavy imports start here, on purpose)
+import logging  # noqa: E402
+import re  # noqa: E402
+import secrets  # noqa: E402
+import time  # noqa: E402
+from collections import defaultdict  # noqa: E402
+from collections.abc import AsyncIterator, Callable  # noqa: E402
+from contextlib import asynccontextmanager  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from datetime import timedelta  # noqa: E402
+from typing import Any, Literal  # noqa: E402
+
+from fastmcp import Client, Context, FastMCP  # noqa: E402
+from fastmcp.dependencies import CurrentContext  # noqa: E402
+from fastmcp.exceptions import ToolError  # noqa: E402
+from fastmcp.server.middleware import Middleware  # noqa: E402
+from fastmcp.server.middleware.rate_limiting import (  # noqa: E402
+    RateLimitError,
+    TokenBucketRateLimiter,
+)
+from fastmcp.utilities.tasks import TaskConfig  # noqa: E402
+from fastmcp_tasks import TasksExtension, ToolTask, call_tool_task  # noqa: E402
+from fastmcp_tasks.client_models import (  # noqa: E402
+    ClientCreateTaskResult,
+    ClientGetTaskResult,
+    GetTaskRequest,
+    GetTaskRequestParams,
+)
+from mcp.shared.exceptions import MCPError  # noqa: E402
+from mcp_types import (  # noqa: E402
+    ElicitRequest,
+    ElicitRequestFormParams,
+    InputRequiredResult,
+)
+
+# How often a client should poll a task. The server sends this as the task's
+# `pollIntervalMs`; FastMCP's client starts at 20 ms and doubles up to it. The
+# library default is 5 s, which makes a 3 s task look done at ~5.1 s. 25 ms
+# shows a finished task within ~30 ms, at the price of one tasks/get every
+# 25 ms per waiting client: right for a demo of second-long tasks, wasteful for
+# hour-long ones, where seconds are the honest choice.
+POLL_INTERVAL = timedelta(milliseconds=25)
+
+# `optional`: the tool runs as a background task when the client asks for one
+# (FastMCP's client always does once fastmcp_tasks is imported) and as a plain
+# call for clients that don't speak the tasks extension.
+TASK = TaskConfig(mode="optional", poll_interval=POLL_INTERVAL)
+
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+
+@dataclass
+class Journal:
+    """What the tool bodies really did, written on the server side.
+
+    A client only sees what the protocol tells it. The demos read this journal
+    to prove what a client cannot: the work ran while no client was connected,
+    it ran exactly once, it stopped when cancelled, how many ran at once.
+    """
+
+    events: list[tuple[float, str, str]] = field(default_factory=list)
+
+    def note(self, label: str, event: str) -> None:
+        self.events.append((time.perf_counter(), label, event))
+
+    def of(self, label: str, since: float = 0.0, until: float = math.inf) -> list[str]:
+        return [e for t, lbl, e in self.events if lbl == label and since <= t <= until]
+
+    def count(self, label: str, event: str) -> int:
+        return self.of(label).count(event)
+
+    def most_at_once(self) -> int:
+        running = peak = 0
+        for _, _, event in self.events:
+            if event == "start":
+                running += 1
+                peak = max(peak, running)
+            elif event in ("done", "cancelled"):
+                running -= 1
+        return peak
+
+    async def wait_for(self, label: str, event: str, timeout: float) -> None:
+        deadline = time.perf_counter() + timeout
+        while event not in self.of(label):
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"{label} never reached {event!r}")
+            await asyncio.sleep(0.005)
+
+
+class SubmissionLimit(Middleware):
+    """Rate-limit tool calls (task submissions) per client with a token bucket.
+
+    Only `tools/call` is limited: polling a task you already own must never be
+    refused. Clients here are anonymous, so they are told apart by the
+    `client_id` they put in the request's `_meta` (FastMCP's `ctx.client_id`);
+    behind authentication you would key on the access token instead.
+    """
+
+    def __init__(self, burst: int, per_second: float):
+        self.buckets = defaultdict(lambda: TokenBucketRateLimiter(burst, per_second))
+
+    async def on_call_tool(self, context, call_next):
+        client = context.fastmcp_context.client_id or "anonymous"
+        if not await self.buckets[client].consume():
+            raise RateLimitError(f"rate limit: {client} submits too fast")
+        return await call_next(context)
+
+
+APPROVAL_SCHEMA = {
+    "type": "object",
+    "properties": {"approved": {"type": "boolean"}, "approver": {"type": "string"}},
+    "required": ["approved", "approver"],
+}
+
+
+def build_server(
+    journal: Journal | None = None,
+    *,
+    queue: str = "tasks-demo",
+    concurrency: int = 10,
+    submission_limit: SubmissionLimit | None = None,
+) -> FastMCP:
+    """A FastMCP server with background tasks and the demo's tools.
+
+    `queue` names the Docket queue. Two servers in one process on `memory://`
+    with the same queue name share their stored tasks, so every demo builds
+    its own server on a fresh queue. `concurrency` is how many tasks the
+    worker runs at once; the rest wait, queued.
+    """
+    journal = journal if journal is not None else Journal()
+    mcp = FastMCP("tasks-demo")
+    mcp.add_extension(
+        TasksExtension(
+            url="memory://",  # in this process; redis://host:port/db to share
+            name=queue,
+            concurrency=concurrency,
+            # How often the idle worker looks for new tasks: Docket's 50 ms
+            # default would add up to 50 ms before a task starts.
+            minimum_check_interval=timedelta(milliseconds=10),
+        )
+    )
+    if submission_limit is not None:
+        mcp.add_middleware(submission_limit)
+
+    @mcp.tool(task=TASK)
+    async def work(
+        label: str, seconds: float, steps: int = 5, ctx: Context = CurrentContext()
+    ) -> dict:
+        """Work for `seconds` in equal `steps`, reporting progress after each."""
+        journal.note(label, "start")
+        # tasks/get carries only a status message: the numbers given to
+        # report_progress stay in Docket. So the text says it all, and it is
+        # also what tells a running task from a queued one (both are
+        # `working`; only a started task has a message).
+        await ctx.report_progress(0, steps, f"{label}: started (0%)")
+        try:
+            for step in range(1, steps + 1):
+                await asyncio.sleep(seconds / steps)
+                journal.note(label, f"step {step}")
+                percent = 100 * step // steps
+                message = f"{label}: step {step}/{steps} ({percent}%)"
+                await ctx.report_progress(step, steps, message)
+        except asyncio.CancelledError:
+            journal.note(label, "cancelled")
+            raise
+        journal.note(label, "done")
+        return {"label": label, "seconds": seconds, "steps": steps}
+
+    @mcp.tool  # no task=...: a plain tool is never run as a task
+    def instant(text: str) -> str:
+        """Answer immediately."""
+        return text.upper()
+
+    @mcp.tool(task=TASK)
+    async def fail(kind: Literal["bad_input", "bug", "backend_down"]) -> str:
+        """Fail in one of the two ways a task can fail.
+
+        A tool error (ToolError, or any other exception such as ValueError)
+        is the tool's answer: the task ends `completed` with an `isError`
+        result, as a plain call would. A protocol error (MCPError) means the
+        server could not produce an answer at all: the task ends `failed`.
+        """
+        if kind == "bad_input":
+            raise ToolError("the input was rejected by the tool")
+        if kind == "bug":
+            raise ValueError("division by zero in step 3")
+        raise MCPError(code=-32603, message="the storage backend is unreachable")
+
+    @mcp.tool(task=TASK)
+    async def approve(
+        action: str, ctx: Context = CurrentContext()
+    ) -> str | InputRequiredResult:
+        """Ask the client to approve `action`, then report the decision.
+
+        `ctx.elicit()` cannot work inside a task: no request is open to carry
+        the question. Instead the body *returns* an InputRequiredResult. The
+        task parks in `input_required`, the worker is freed, and when the
+        client answers (tasks/update) the body runs again from the top, this
+        time with the answers in `ctx.input_responses`.
+        """
+        answers = ctx.input_responses
+        if answers is None:
+            journal.note(action, "asked")
+            question = ElicitRequestFormParams(
+                message=f"Approve {action!r}?", requested_schema=APPROVAL_SCHEMA
+            )
+            return InputRequiredResult(
+                input_requests={"decision": ElicitRequest(params=question)}
+            )
+        journal.note(action, "resumed")
+        answer = answers["decision"]
+        content = answer.content or {}
+        if answer.action == "accept" and content.get("approved"):
+            return f"{action}: approved by {content.get('approver')}"
+        return f"{action}: declined"
+
+    # The deep-research mock. The same three steps serve as one long task
+    # (`deep_research`) and as tools a client can compose itself.
+
+    async def plan_queries(topic: str, sources: int, seconds: float) -> list[str]:
+        await asyncio.sleep(seconds)
+        angles = ["background", "recent results", "open problems", "critiques"]
+        return [f"{topic}: {angles[i % len(angles)]} #{i + 1}" for i in range(sources)]
+
+    async def search_source(query: str, seconds: float) -> dict:
+        journal.note(query, "start")
+        await asyncio.sleep(seconds)
+        journal.note(query, "done")
+        return {"query": query, "finding": f"3 sources agree on '{query}'"}
+
+    async def analyze_findings(topic: str, findings: list[dict], seconds: float) -> dict:
+        await asyncio.sleep(seconds)
+        return {
+            "topic": topic,
+            "sources": len(findings),
+            "summary": f"{len(findings)} findings on {topic}, all consistent",
+            "findings": [f["finding"] for f in findings],
+        }
+
+    @mcp.tool(task=TASK)
+    async def deep_research(
+        topic: str, sources: int = 3, seconds: float = 2.0, ctx: Context = CurrentContext()
+    ) -> dict:
+        """Plan, search `sources` in parallel, analyse: one task, `seconds` long.
+
+        A quarter of the time plans, half searches, a quarter analyses.
+        """
+        await ctx.report_progress(0, 3, f"planning {sources} searches")
+        queries = await plan_queries(topic, sources, seconds / 4)
+        await ctx.report_progress(1, 3, f"searching {sources} sources in parallel")
+        findings = await asyncio.gather(*(search_source(q, seconds / 2) for q in queries))
+        await ctx.report_progress(2, 3, "analysing findings")
+        return await analyze_findings(topic, findings, seconds / 4)
+
+    @mcp.tool(task=TASK)
+    async def plan(topic: str, sources: int, seconds: float) -> list[str]:
+        """Research step 1: the queries to run."""
+        return await plan_queries(topic, sources, seconds)
+
+    @mcp.tool(task=TASK)
+    async def search(query: str, seconds: float) -> dict:
+        """Research step 2: one search."""
+        return await search_source(query, seconds)
+
+    @mcp.tool(task=TASK)
+    async def analyze(topic: str, findings: list[dict], seconds: float) -> dict:
+        """Research step 3: the report."""
+        return await analyze_findings(topic, findings, seconds)
+
+    return mcp
+
+
+# For `fastmcp run tasks_demo.py:mcp` and any other MCP client.
+mcp = build_server()
+
+
+@asynccontextmanager
+async def serving(**options: Any) -> AsyncIterator[tuple[FastMCP, Journal]]:
+    """Run a fresh server, on its own queue, for the length of one demo.
+
+    Over the in-memory transport a server's lifespan (and with it the Docket
+    worker that runs tasks) starts with the first client connection and stops
+    with the last. A deployed server keeps running while clients come and go.
+    To act that out, we hold the lifespan open ourselves, with the same call
+    the transport makes, so tasks keep running between clients.
+    """
+    journal = Journal()
+    queue = f"tasks-demo-{secrets.token_hex(4)}"
+    server = build_server(journal, queue=queue, **options)
+    async with server._lifespan_manager():
+        yield server, journal
+
+
+# --------------------------------------------------------------------------
+# 3. Client helpers
+# --------------------------------------------------------------------------
+
+
+async def attach(client: Client, task_id: str, tool_name: str) -> ToolTask:
+    """A task handle for an id, on any client: "attach to a task".
+
+    fastmcp has no such call; a ToolTask only comes back from call_tool_task.
+    But a handle is just (client, tool name, the server's record of the task),
+    so we ask the server for the record with tasks/get and build one. An
+    unknown or expired id fails here, with the server's "not found".
+    """
+    request = GetTaskRequest(params=GetTaskRequestParams(task_id=task_id))
+    record = await client.session.send_request(request, ClientGetTaskResult)
+    created = ClientCreateTaskResult.model_validate(
+        {**record.model_dump(by_alias=True, exclude={"result", "error", "input_requests"}),
+         "resultType": "task"}
+    )
+    return ToolTask(client, tool_name, created)
+
+
+def state_of(status: ClientGetTaskResult) -> str:
+    """The task's status, with `working` split into queued and running."""
+    if status.status == "working" and status.status_message is None:
+        return "working (queued)"
+    return status.status
+
+
+@dataclass
+class Sample:
+    """One tasks/get, as a client saw it."""
+
+    at: float  # seconds since the pattern started
+    state: str
+    message: str | None
+
+
+def transitions(samples: list[Sample]) -> list[str]:
+    """The states seen, in order, without repeats."""
+    states: list[str] = []
+    for sample in samples:
+        if not states or states[-1] != sample.state:
+            states.append(sample.state)
+    return states
+
+
+async def follow(
+    task: ToolTask,
+    t0: float,
+    *,
+    until: Callable[[ClientGetTaskResult], bool] = lambda s: s.status in TERMINAL,
+    on_sample: Callable[[Sample], None] | None = None,
+) -> list[Sample]:
+    """Poll a task at the server's advertised interval, recording what we see."""
+    samples = []
+    while True:
+        status = await task.status()
+        sample = Sample(time.perf_counter() - t0, state_of(status), status.status_message)
+        samples.append(sample)
+        if on_sample:
+            on_sample(sample)
+        if until(status):
+            return samples
+        await asyncio.sleep((status.poll_interval_ms or 1000) / 1000)
+
+
+@dataclass
+class Report:
+    """What one pattern observed. The presentation layer only prints it."""
+
+    pattern: str
+    proved: str  # the claim, in one sentence
+    ideal: float  # seconds the work needs if nothing is wasted
+    took: float  # seconds measured
+    checks: dict[str, bool]  # the claim, broken into things that were checked
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def holds(self) -> bool:
+        return all(self.checks.values())
+
+
+def now() -> float:
+    return time.perf_counter()
+
+
+# --------------------------------------------------------------------------
+# 4. The patterns, in the order a learner meets them
+# --------------------------------------------------------------------------
+
+
+async def compare(scale: float) -> Report:
+    """The same 3 s + 2 s + 1 s of work, three ways."""
+    work = {"A": 3 * scale, "B": 2 * scale, "C": 1 * scale}
+    args = [{"label": label, "seconds": s} for label, s in work.items()]
+    t0 = now()
+    async with serving() as (server, _):
+        # A client that does not negotiate the tasks extension (here: an older,
+        # handshake-era connection) gets plain foreground calls: the request
+        # stays open until the tool returns. Optional-mode tools allow that.
+        async with Client(server, mode="legacy") as plain:
+            start = now()
+            sequential = [(await plain.call_tool("work", a)).data for a in args]
+            sequential_s = now() - start
+
+            start = now()
+            calls = [plain.call_tool("work", a) for a in args]
+            gathered = [r.data for r in await asyncio.gather(*calls)]
+            gather_s = now() - start
+
+        async with Client(server) as client:
+            start = now()
+            tasks = [await call_tool_task(client, "work", a) for a in args]
+            submitted_s = now() - start
+            background = [r.data for r in await asyncio.gather(*tasks)]
+            tasks_s = now() - start
+
+    expected = [{**a, "steps": 5} for a in args]
+    return Report(
+        pattern="compare",
+        proved="gather and tasks are both concurrent; tasks add lifecycle, not speed",
+        ideal=(6 + 3 + 3) * scale,
+        took=now() - t0,
+        checks={
+            "every way returned every result": sequential == gathered == background == expected,
+            "gather beats sequential": gather_s < sequential_s,
+            "tasks beat sequential": tasks_s < sequential_s,
+        },
+        facts={
+            "sequential_s": sequential_s,
+            "gather_s": gather_s,
+            "tasks_s": tasks_s,
+            "submit_3_tasks_s": submitted_s,
+            "speedup_gather": sequential_s / gather_s,
+            "speedup_tasks": sequential_s / tasks_s,
+            "tasks_over_gather": tasks_s / gather_s,
+        },
+    )
+
+
+async def direct_await(scale: float) -> Report:
+    """The simplest use: submit, then await the handle like a coroutine."""
+    t0 = now()
+    async with serving() as (server, _), Client(server) as client:
+        task = await call_tool_task(client, "work", {"label": "A", "seconds": 1 * scale})
+        result = await task  # shorthand for `await task.result()`
+        final = await task.status()
+    return Report(
+        pattern="await",
+        proved="a task handle can be awaited like any coroutine",
+        ideal=1 * scale,
+        took=now() - t0,
+        checks={"result is the input": result.data["label"] == "A",
+                "task ended completed": final.status == "completed"},
+        facts={"task_id": task.task_id, "result": result.data, "state": final.status},
+    )
+
+
+async def many_at_once(scale: float, count: int = 20) -> Report:
+    """Submit `count` tasks, then gather them all."""
+    seconds = 1 * scale
+    t0 = now()
+    async with serving(concurrency=count) as (server, journal), Client(server) as client:
+        start = now()
+        tasks = [
+            await call_tool_task(client, "work", {"label": f"T{i}", "seconds": seconds, "steps": 1})
+            for i in range(count)
+        ]
+        submit_s = now() - start
+        results = await asyncio.gather(*tasks)
+        all_s = now() - start
+    labels = [r.data["label"] for r in results]
+    expected = [f"T{i}" for i in range(count)]
+    runs = [journal.count(label, "done") for label in expected]
+    return Report(
+        pattern="many",
+        proved=f"{count} tasks run side by side and each result comes back exactly once",
+        ideal=seconds,
+        took=now() - t0,
+        checks={"results match inputs, in order": labels == expected,
+                "no result lost or doubled": len(set(labels)) == count,
+                "each body ran once": runs == [1] * count},
+        facts={"tasks": count, "submit_all_s": submit_s, "all_done_s": all_s,
+               "unique_task_ids": len({t.task_id for t in tasks})},
+    )
+
+
+async def poll_dashboard(
+    scale: float, on_update: Callable[[dict[str, Sample]], None] | None = None
+) -> Report:
+    """Watch several tasks at once until every one is terminal."""
+    work = {"A": 3 * scale, "B": 2 * scale, "C": 1 * scale}
+    t0 = now()
+    latest: dict[str, Sample] = {}
+
+    def record(label: str) -> Callable[[Sample], None]:
+        def on_sample(sample: Sample) -> None:
+            latest[label] = sample
+            if on_update:
+                on_update(dict(latest))
+        return on_sample
+
+    async with serving() as (server, _), Client(server) as client:
+        tasks = {
+            label: await call_tool_task(client, "work", {"label": label, "seconds": s})
+            for label, s in work.items()
+        }
+        histories = await asyncio.gather(
+            *(follow(task, t0, on_sample=record(label)) for label, task in tasks.items())
+        )
+    seen = {label: transitions(h) for label, h in zip(tasks, histories)}
+    messages = {label: [s.message for s in h if s.message] for label, h in zip(tasks, histories)}
+    done_at = {label: h[-1].at for label, h in zip(tasks, histories)}
+    return Report(
+        pattern="poll",
+        proved="a client can watch every task's state and progress while it runs",
+        ideal=max(work.values()),
+        took=now() - t0,
+        checks={"every task ended completed": all(s[-1] == "completed" for s in seen.values()),
+                "progress was seen while working": all(
+                    any("step" in m for m in ms) for ms in messages.values()),
+                "shortest finished first": done_at["C"] < done_at["B"] < done_at["A"]},
+        facts={"transitions": seen, "done_at_s": done_at,
+               "progress_seen": {k: len(set(v)) for k, v in messages.items()}},
+    )
+
+
+async def fire_and_forget(scale: float) -> Report:
+    """Submit, get on with other work, and come back for the result."""
+    seconds = 2 * scale
+    t0 = now()
+    async with serving() as (server, _), Client(server) as client:
+        task = await call_tool_task(client, "work", {"label": "report", "seconds": seconds})
+        submitted_s = now() - t0
+
+        other_work = 0  # meanwhile: other calls on the same client
+        while now() - t0 < seconds / 2:
+            await client.call_tool("instant", {"text": "meanwhile"})
+            other_work += 1
+
+        try:  # a bounded wait that is too short ends in TimeoutError...
+            await task.wait(timeout=seconds / 4)
+            timed_out = False
+        except TimeoutError:
+            timed_out = True
+        status_after_timeout = (await task.status()).status
+
+        final = await task.wait(timeout=10 * seconds + 5)  # ...a long enough one doesn't
+        came_back_s = now() - t0
+        result = await task.result()
+    return Report(
+        pattern="fire-and-forget",
+        proved="submitting returns at once; the client is free until it wants the result",
+        ideal=seconds,
+        took=now() - t0,
+        checks={"submit returned before the work was done": submitted_s < seconds / 2,
+                "other work happened meanwhile": other_work > 0,
+                "short wait timed out, task kept working": timed_out
+                and status_after_timeout == "working",
+                "result arrived": final.status == "completed"
+                and result.data["label"] == "report"},
+        facts={"submit_s": submitted_s, "other_calls_meanwhile": other_work,
+               "short_wait_timed_out": timed_out, "result_at_s": came_back_s},
+    )
+
+
+async def reconnect(scale: float) -> Report:
+    """Close the client mid-task, come back on a new one, attach by id."""
+    seconds = 2 * scale
+    t0 = now()
+    async with serving() as (server, journal):
+        async with Client(server) as first:
+            task = await call_tool_task(
+                first, "work", {"label": "R", "seconds": seconds, "steps": 10})
+            task_id = task.task_id  # the only thing we keep
+            before = await follow(task, t0, until=lambda s: "step 2/" in (s.status_message or ""))
+        closed_at = now()
+        await asyncio.sleep(seconds / 2)  # nobody is connected now
+        reopened_at = now()
+        async with Client(server) as second:
+            task = await attach(second, task_id, "work")
+            after = await follow(task, t0)
+            result = await task.result()
+    steps_while_away = [e for e in journal.of("R", closed_at, reopened_at) if e.startswith("step")]
+    return Report(
+        pattern="reconnect",
+        proved="a task keeps running with no client connected; any client can resume it by id",
+        ideal=seconds,
+        took=now() - t0,
+        checks={"work ran while no client was connected": len(steps_while_away) > 0,
+                "progress continued on the new client": transitions(after)[-1] == "completed",
+                "result is the input": result.data["label"] == "R",
+                "ran once": journal.count("R", "start") == 1},
+        facts={"task_id": task_id, "last_seen_before_closing": before[-1].message,
+               "steps_while_away": steps_while_away,
+               "first_seen_after_reopening": after[0].message,
+               "transitions_after": transitions(after)},
+    )
+
+
+async def crash(scale: float) -> Report:
+    """The submitting client dies without a goodbye; a new one gets the result."""
+    seconds = 2 * scale
+    t0 = now()
+    saved: dict[str, str] = {}  # stands in for the disk the id was written to
+
+    async def doomed_client(server: FastMCP) -> None:
+        async with Client(server) as client:
+            task = await call_tool_task(client, "work", {"label": "K", "seconds": seconds})
+            saved["task_id"] = task.task_id
+            await task.result()  # never returns: this client dies first
+
+    async with serving() as (server, journal):
+        victim = asyncio.create_task(doomed_client(server))
+        await journal.wait_for("K", "step 1", timeout=5 + seconds)
+        victim.cancel()  # the crash: no tasks/cancel is sent, nothing is awaited
+        crashed_at = now()
+        await asyncio.gather(victim, return_exceptions=True)
+        async with Client(server) as survivor:
+            task = await attach(survivor, saved["task_id"], "work")
+            result = await task.result()
+    return Report(
+        pattern="crash",
+        proved="a client crash neither stops the work nor makes it run twice",
+        ideal=seconds,
+        took=now() - t0,
+        checks={"result recovered by a new client": result.data["label"] == "K",
+                "work ran exactly once": journal.count("K", "start") == 1
+                and journal.count("K", "done") == 1,
+                "the crash came mid-task": crashed_at - t0 < seconds},
+        facts={"crashed_at_s": crashed_at - t0, "result": result.data,
+               "body_runs": journal.count("K", "start")},
+    )
+
+
+async def teammates(scale: float) -> Report:
+    """A submits and shares only the task id; B watches; C waits and notifies."""
+    seconds = 2 * scale
+    t0 = now()
+    async with serving() as (server, _):
+        async with Client(server) as alice, Client(server) as bob, Client(server) as carol:
+            task = await call_tool_task(alice, "work", {"label": "tests", "seconds": seconds})
+            shared_id = task.task_id  # pasted into the team chat
+
+            async def bob_watches() -> list[Sample]:
+                return await follow(await attach(bob, shared_id, "work"), t0)
+
+            async def carol_waits() -> str:
+                handle = await attach(carol, shared_id, "work")
+                final = await handle.wait(timeout=10 * seconds + 5)
+                return f"notify #team: task {shared_id[:8]}… is {final.status}"
+
+            watched, notification = await asyncio.gather(bob_watches(), carol_waits())
+            fetched = [
+                (await task.result()).data,
+                (await (await attach(bob, shared_id, "work")).result()).data,
+                (await (await attach(carol, shared_id, "work")).result()).data,
+            ]
+    progress = sorted({s.message for s in watched if s.message and "step" in s.message})
+    return Report(
+        pattern="teammates",
+        proved="anyone with the task id can watch it, wait for it and fetch the same result",
+        ideal=seconds,
+        took=now() - t0,
+        checks={"B saw progress": len(progress) > 0,
+                "C was notified of completion": notification.endswith("completed"),
+                "all three fetched an identical result": fetched[0] == fetched[1] == fetched[2]},
+        facts={"bob_saw": progress, "carol_said": notification, "result": fetched[0]},
+    )
+
+
+async def cancel(scale: float) -> Report:
+    """Cancel a running task and show that its body stopped."""
+    seconds = 2 * scale
+    t0 = now()
+    async with serving() as (server, journal), Client(server) as client:
+        task = await call_tool_task(
+            client, "work", {"label": "X", "seconds": seconds, "steps": 10})
+        await follow(task, t0, until=lambda s: "step 2/" in (s.status_message or ""))
+        await task.cancel()
+        cancelled_at = now()
+        after = await follow(task, t0)
+        # The body's own record that it was interrupted:
+        await journal.wait_for("X", "cancelled", timeout=5)
+        try:
+            await task.result()
+            raised = None
+        except ToolError as error:
+            raised = str(error)
+    steps = [e for e in journal.of("X") if e.startswith("step")]
+    steps_after = [e for e in journal.of("X", since=cancelled_at) if e.startswith("step")]
+    return Report(
+        pattern="cancel",
+        proved="cancel stops a running task's body, and the task reports cancelled",
+        ideal=seconds * 0.2,
+        took=now() - t0,
+        checks={"task ended cancelled": transitions(after)[-1] == "cancelled",
+                "body was interrupted": "cancelled" in journal.of("X"),
+                "body never finished": "done" not in journal.of("X"),
+                "result() raises": raised is not None},
+        facts={"steps_done": len(steps), "steps_after_cancel": len(steps_after),
+               "body_events": journal.of("X"), "result_raised": raised},
+    )
+
+
+async def failure(scale: float) -> Report:
+    """A tool error is an answer; a protocol error is a failure."""
+    t0 = now()
+    outcomes = {}
+    async with serving() as (server, _), Client(server) as client:
+        for kind in ("bad_input", "bug", "backend_down"):
+            task = await call_tool_task(client, "fail", {"kind": kind}, raise_on_error=False)
+            final = await task.wait(timeout=10)
+            error_text = (final.result or {}).get("content", [{}])[0].get("text")
+            outcomes[kind] = {
+                "state": final.status,
+                "is_error_result": bool((final.result or {}).get("isError")),
+                "message": error_text or (final.error or {}).get("message"),
+                "error_code": (final.error or {}).get("code"),
+            }
+    return Report(
+        pattern="failure",
+        proved="a raised tool error ends completed with isError; only a protocol error ends failed",
+        ideal=0.0,
+        took=now() - t0,
+        checks={"ToolError → completed, isError": outcomes["bad_input"]["state"] == "completed"
+                and outcomes["bad_input"]["is_error_result"],
+                "ValueError → completed, isError": outcomes["bug"]["state"] == "completed"
+                and outcomes["bug"]["is_error_result"],
+                "MCPError → failed with its code": outcomes["backend_down"]["state"] == "failed"
+                and outcomes["backend_down"]["error_code"] == -32603},
+        facts=outcomes,
+    )
+
+
+async def ask_for_input(scale: float) -> Report:
+    """A task parks in input_required; the elicitation handler answers it."""
+    asked: list[str] = []
+
+    async def approver(message, response_type, params, context) -> dict:
+        asked.append(message)
+        await asyncio.sleep(0.5 * scale)  # a human takes a moment to decide
+        return {"approved": True, "approver": "dana"}
+
+    t0 = now()
+    async with serving() as (server, journal), Client(server, elicitation_handler=approver) as client:
+        task = await call_tool_task(client, "approve", {"action": "deploy v2"})
+        before = await follow(task, t0, until=lambda s: s.status in TERMINAL | {"input_required"})
+        result = await task.result()  # answers through the elicitation handler
+        final = await task.status()
+    seen = transitions(before) + [final.status]
+    return Report(
+        pattern="input",
+        proved="a task can stop to ask the client a question and resume with the answer",
+        ideal=0.5 * scale,
+        took=now() - t0,
+        checks={"parked in input_required": "input_required" in seen,
+                "the handler saw the question": asked == ["Approve 'deploy v2'?"],
+                "resumed with the answer": result.data == "deploy v2: approved by dana",
+                "body ran twice, once per leg": journal.of("deploy v2") == ["asked", "resumed"]},
+        facts={"transitions": seen, "question": asked, "result": result.data},
+    )
+
+
+async def limits(scale: float) -> Report:
+    """The server runs at most 2 tasks at once and limits submissions per client."""
+    seconds, concurrency, burst = 0.5 * scale, 2, 4
+    accepted: list[ToolTask] = []
+    rejected: list[str] = []
+    t0 = now()
+    # Refill is negligible over the burst, so exactly `burst` calls get in.
+    limit = SubmissionLimit(burst=burst, per_second=0.01)
+    async with serving(concurrency=concurrency, submission_limit=limit) as (server, journal):
+        async with Client(server) as client:
+            for who, count in (("alice", 3), ("bob", 6)):
+                for i in range(count):
+                    args = {"label": f"{who}-{i}", "seconds": seconds, "steps": 1}
+                    try:
+                        accepted.append(await call_tool_task(
+                            client, "work", args, meta={"client_id": who}))
+                    except MCPError as error:
+                        rejected.append(f"{who}-{i}: {error}")
+            snapshot = [state_of(await t.status()) for t in accepted]
+            start = now()
+            await asyncio.gather(*accepted)
+            drained_s = now() - start
+    running = snapshot.count("working")
+    queued = snapshot.count("working (queued)")
+    waves = math.ceil(len(accepted) / concurrency)
+    return Report(
+        pattern="limits",
+        proved="the server queues work beyond its concurrency and refuses a client that floods it",
+        ideal=waves * seconds,
+        took=now() - t0,
+        checks={"never more than 2 ran at once": journal.most_at_once() == concurrency,
+                "bob was cut off after 4": [r.split(":")[0] for r in rejected] == ["bob-4", "bob-5"],
+                "alice was not affected": not any(r.startswith("alice") for r in rejected),
+                "extra tasks waited, queued": queued > 0},
+        facts={"accepted": len(accepted), "rejected": rejected,
+               "just_after_submitting": {"running": running, "queued": queued},
+               "most_at_once": journal.most_at_once(), "drained_s": drained_s},
+    )
+
+
+async def research(scale: float) -> Report:
+    """Deep research: one long task fire-and-forget, then composed from steps."""
+    seconds, sources = 2 * scale, 3
+    t0 = now()
+    async with serving() as (server, journal):
+        async with Client(server) as laptop:
+            task = await call_tool_task(
+                laptop, "deep_research",
+                {"topic": "solid-state batteries", "sources": sources, "seconds": seconds})
+            phases = [s.message for s in await follow(task, t0) if s.message]
+            on_laptop = (await task.result()).data
+        async with Client(server) as phone:  # later, somewhere else
+            on_phone = (await (await attach(phone, task.task_id, "deep_research")).result()).data
+        one_task_s = now() - t0
+
+        # The same work composed by the client: each step is its own task.
+        start = now()
+        async with Client(server) as client:
+            topic = "perovskite cells"
+            plan_task = await call_tool_task(
+                client, "plan", {"topic": topic, "sources": sources, "seconds": seconds / 4})
+            queries = (await plan_task).data
+            searches = [await call_tool_task(client, "search", {"query": q, "seconds": seconds / 2})
+                        for q in queries]
+            findings = [(await s).data for s in searches]
+            analysis = await call_tool_task(
+                client, "analyze", {"topic": topic, "findings": findings, "seconds": seconds / 4})
+            composed = (await analysis).data
+        composed_s = now() - start
+    distinct_phases = list(dict.fromkeys(phases))
+    return Report(
+        pattern="research",
+        proved="a long multi-step job runs as one task or as composed tasks, in the same time",
+        ideal=2 * seconds,
+        took=now() - t0,
+        checks={"phases were visible": len(distinct_phases) >= 3,
+                "laptop and phone got the same report": on_laptop == on_phone,
+                "report covers every source": on_laptop["sources"] == sources
+                and composed["sources"] == sources,
+                "searches ran in parallel": journal.most_at_once() == sources},
+        facts={"phases": distinct_phases, "one_task_s": one_task_s, "composed_s": composed_s,
+               "summary": on_laptop["summary"]},
+    )
+
+
+async def instant(scale: float) -> Report:
+    """A plain tool, for contrast: it answers in the call, never as a task."""
+    t0 = now()
+    async with serving() as (server, _), Client(server) as client:
+        start = now()
+        answer = (await client.call_tool("instant", {"text": "hello"})).data
+        call_ms = (now() - start) * 1000
+        try:
+            await call_tool_task(client, "instant", {"text": "hello"})
+            refused = None
+        except ToolError as error:
+            refused = str(error).split(":")[0]
+    return Report(
+        pattern="instant",
+        proved="tools without task=... answer inline; asking for a task handle is refused",
+        ideal=0.0,
+        took=now() - t0,
+        checks={"answered inline": answer == "HELLO",
+                "call_tool_task refused it": refused is not None},
+        facts={"answer": answer, "call_ms": call_ms, "call_tool_task_said": refused},
+    )
+
+
+LEARNING_ORDER: dict[str, Callable[..., Any]] = {
+    "compare": compare,
+    "await": direct_await,
+    "many": many_at_once,
+    "poll": poll_dashboard,
+    "fire-and-forget": fire_and_forget,
+    "reconnect": reconnect,
+    "crash": crash,
+    "teammates": teammates,
+    "cancel": cancel,
+    "failure": failure,
+    "input": ask_for_input,
+    "limits": limits,
+    "research": research,
+    "instant": instant,
+}
+
+
+# --------------------------------------------------------------------------
+# 5. Presentation: print what the patterns observed
+# --------------------------------------------------------------------------
+
+from rich.console import Console  # noqa: E402
+from rich.live import Live  # noqa: E402
+from rich.progress_bar import ProgressBar  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+STATE_STYLE = {"completed": "green", "failed": "red", "cancelled": "yellow",
+               "input_required": "magenta", "working": "cyan", "working (queued)": "dim"}
+
+
+def styled(state: str) -> str:
+    return f"[{STATE_STYLE.get(state, 'white')}]{state}[/]"
+
+
+def shown(key: str, value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f} s" if key.endswith("_s") else f"{value:.2f}"
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return " → ".join(styled(v) if v in STATE_STYLE else v for v in value)
+    if isinstance(value, dict):
+        return "\n".join(f"{k}: {shown(key, v)}" for k, v in value.items())
+    return str(value)
+
+
+def show(console: Console, report: Report) -> None:
+    verdict = "[green]✓[/]" if report.holds else "[red]✗[/]"
+    console.print(f"{verdict} [bold]{report.proved}[/]")
+    console.print(f"  ideal {report.ideal:.2f} s, took {report.took:.2f} s")
+    for check, ok in report.checks.items():
+        console.print(f"  {'[green]✓[/]' if ok else '[red]✗[/]'} {check}")
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    for key, value in report.facts.items():
+        table.add_row(f"[dim]{key}[/]", shown(key, value))
+    console.print(table)
+
+
+WHY_NO_MESSAGE = {"working (queued)": "[dim]waiting for a free worker[/]", "completed": "done"}
+
+
+def dashboard(latest: dict[str, Sample]) -> Table:
+    table = Table(title="tasks/get, polled at the server's pollIntervalMs")
+    for column in ("task", "state", "progress", "status message", "elapsed"):
+        table.add_column(column)
+    for label, sample in sorted(latest.items()):
+        percent = re.search(r"\((\d+)%\)", sample.message or "")
+        done = 100 if sample.state == "completed" else int(percent[1]) if percent else 0
+        message = sample.message or WHY_NO_MESSAGE.get(sample.state, "")
+        table.add_row(label, styled(sample.state), ProgressBar(total=100, completed=done, width=20),
+                      message, f"{sample.at:.2f} s")
+    return table
+
+
+async def run_pattern(name: str, scale: float, console: Console) -> Report:
+    console.rule(f"[bold]{name}[/] — {PATTERNS[name]}")
+    if name == "poll":
+        with Live(dashboard({}), console=console, refresh_per_second=20) as live:
+            report = await poll_dashboard(scale, lambda latest: live.update(dashboard(latest)))
+        console.print()
+    else:
+        report = await LEARNING_ORDER[name](scale)
+    show(console, report)
+    return report
+
+
+def summary(reports: list[Report]) -> Table:
+    table = Table(title="Summary")
+    for column in ("pattern", "what it proved", "ideal", "actual"):
+        table.add_column(column, justify="right" if column in ("ideal", "actual") else "left")
+    for r in reports:
+        mark = "[green]✓[/]" if r.holds else "[red]✗[/]"
+        table.add_row(r.pattern, f"{mark} {r.proved}", f"{r.ideal:.2f} s", f"{r.took:.2f} s")
+    table.add_row("[bold]total[/]", "", f"{sum(r.ideal for r in reports):.2f} s",
+                  f"{sum(r.took for r in reports):.2f} s")
+    return table
+
+
+async def run(pattern: str, scale: float) -> bool:
+    console = Console()
+    names = list(LEARNING_ORDER) if pattern == "all" else [pattern]
+    reports = [await run_pattern(name, scale, console) for name in names]
+    if pattern == "all":
+        console.print(summary(reports))
+    return all(r.holds for r in reports)
+
+
+def main(args: argparse.Namespace) -> int:
+    # The failure demo raises on purpose, and Docket and fastmcp-tasks log
+    # every such error with a full traceback. Here that would bury the lesson.
+    for noisy in ("docket", "fastmcp_tasks"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    return 0 if asyncio.run(run(args.pattern, args.scale)) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(ARGS))
