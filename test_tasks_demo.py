@@ -1,0 +1,254 @@
+"""Every claim tasks_demo.py makes, checked through what its patterns observed.
+
+The patterns run for real at a small time scale: durations shrink, the
+protocol and the ratios between times do not. Each test reads the Report a
+pattern returned; none re-checks the pattern's own verdict alone.
+"""
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import tasks_demo as demo
+
+SCALE = 0.1  # a 3 s task takes 0.3 s
+HERE = Path(__file__).parent
+
+
+def run(pattern, *args, **kwargs) -> demo.Report:
+    return asyncio.run(pattern(*args, **kwargs))
+
+
+# -- the patterns -----------------------------------------------------------
+
+
+def test_compare_ratios_measured_in_one_run():
+    scale = 0.2
+    r = run(demo.compare, scale)
+    f = r.facts
+    # No way can beat the work itself...
+    assert f["sequential_s"] >= 6 * scale
+    assert f["gather_s"] >= 3 * scale and f["tasks_s"] >= 3 * scale
+    # ...sequential pays for all three, the concurrent ways for the longest...
+    assert f["speedup_gather"] > 1.6
+    assert f["speedup_tasks"] > 1.6
+    # ...and tasks cost little over gather: a poll interval, not a second.
+    assert f["tasks_over_gather"] < 1.3
+    assert f["submit_3_tasks_s"] < f["tasks_s"] / 3
+    assert r.checks["every way returned every result"]
+
+
+def test_direct_await_returns_the_input():
+    r = run(demo.direct_await, SCALE)
+    assert r.facts["result"] == {"label": "A", "seconds": 1 * SCALE, "steps": 5}
+    assert r.facts["state"] == "completed"
+
+
+def test_200_concurrent_tasks_each_returned_exactly_once():
+    r = run(demo.many_at_once, SCALE, count=200)
+    assert r.facts["unique_task_ids"] == 200
+    assert r.checks["results match inputs, in order"]
+    assert r.checks["no result lost or doubled"]
+    assert r.checks["each body ran once"]
+
+
+def test_poll_sees_states_and_progress_in_order():
+    updates = []
+    r = run(demo.poll_dashboard, SCALE, on_update=updates.append)
+    for label, states in r.facts["transitions"].items():
+        assert states[-1] == "completed", label
+        assert "working" in states, label  # seen running, not only queued
+        # No state comes back once left: working never follows completed.
+        assert states.index("working") < states.index("completed")
+    # Progress only moves forward. (Polling can miss a step that lasts less
+    # than a poll interval, so how many steps were seen is not asserted.)
+    for label, steps in r.facts["steps_seen"].items():
+        assert steps and steps == sorted(steps), label
+    done = r.facts["done_at_s"]
+    assert done["C"] < done["B"] < done["A"]
+    assert updates and set(updates[-1]) == {"A", "B", "C"}  # the dashboard was fed
+
+
+def test_fire_and_forget_frees_the_client():
+    r = run(demo.fire_and_forget, SCALE)
+    assert r.facts["other_work_meanwhile"] == ["JOB 0", "JOB 1", "JOB 2", "JOB 3", "JOB 4"]
+    assert r.facts["task_state_meanwhile"] == "working"
+    assert r.facts["short_wait_timed_out"]
+    assert r.facts["submit_s"] < 2 * SCALE / 2
+    assert r.facts["result_at_s"] >= 2 * SCALE
+    assert r.holds
+
+
+def test_reconnect_work_ran_while_disconnected():
+    r = run(demo.reconnect, SCALE)
+    assert r.facts["steps_while_away"], "no step ran while no client was connected"
+    before = int(re.search(r"step (\d+)/", r.facts["last_seen_before_closing"])[1])
+    after = int(re.search(r"step (\d+)/", r.facts["first_seen_after_reopening"])[1])
+    assert after > before  # progress had moved on when we came back
+    assert r.facts["transitions_after"][-1] == "completed"
+    assert r.checks["ran once"] and r.checks["result is the input"]
+
+
+def test_crash_leaves_the_result_and_no_rerun():
+    r = run(demo.crash, SCALE)
+    assert r.facts["steps_before_crash"][0] == "start"  # died mid-task:
+    assert "done" not in r.facts["steps_before_crash"]  # started, not finished
+    assert r.facts["result"] == {"label": "K", "seconds": 2 * SCALE, "steps": 5}
+    assert r.facts["body_runs"] == 1
+
+
+def test_teammates_see_progress_and_identical_results():
+    r = run(demo.teammates, SCALE)
+    assert any("step" in m for m in r.facts["bob_saw"])
+    assert r.facts["carol_said"].endswith("is completed")
+    assert r.checks["all three fetched an identical result"]
+    assert r.facts["result"]["label"] == "tests"
+
+
+def test_cancel_stops_the_body():
+    r = run(demo.cancel, SCALE)
+    assert r.facts["body_events"][-1] == "cancelled"
+    assert "done" not in r.facts["body_events"]
+    assert r.facts["steps_done"] < 10 and r.facts["steps_after_cancel"] == 0
+    assert "cancelled" in r.facts["result_raised"]
+
+
+def test_failure_both_kinds():
+    r = run(demo.failure, SCALE)
+    tool_error, bug, protocol = (r.facts[k] for k in ("bad_input", "bug", "backend_down"))
+    assert tool_error == {"state": "completed", "is_error_result": True,
+                          "message": "the input was rejected by the tool", "error_code": None}
+    assert bug["state"] == "completed" and bug["is_error_result"]
+    assert "division by zero" in bug["message"]
+    assert protocol == {"state": "failed", "is_error_result": False,
+                        "message": "the storage backend is unreachable", "error_code": -32603}
+
+
+def test_input_round_trip():
+    r = run(demo.ask_for_input, SCALE)
+    assert "input_required" in r.facts["transitions"]
+    assert r.facts["transitions"][-1] == "completed"
+    assert r.facts["question"] == ["Approve 'deploy v2'?"]
+    assert r.facts["result"] == "deploy v2: approved by dana"
+    assert r.checks["body ran twice, once per leg"]
+
+
+def test_limits_queue_and_rate_limit():
+    scale = 0.4
+    r = run(demo.limits, scale)
+    assert r.facts["most_at_once"] == 2
+    assert r.facts["accepted"] == 7  # alice 3 + bob's first 4
+    assert [x.split(":")[0] for x in r.facts["rejected"]] == ["bob-4", "bob-5"]
+    assert r.facts["just_after_submitting"] == {"running": 2, "queued": 5}
+    # 7 tasks, 2 at a time: 4 waves. Queueing shows as a ratio to one task:
+    # about 4, far from 1 (no limit) and from 7 (one at a time).
+    one = 0.5 * scale
+    assert 4 <= r.facts["drained_s"] / one < 5.5
+
+
+def test_research_one_task_and_composed():
+    r = run(demo.research, SCALE)
+    assert r.facts["phases"][:3] == ["planning 3 searches",
+                                    "searching 3 sources in parallel", "analysing findings"]
+    assert r.checks["laptop and phone got the same report"]
+    assert r.checks["searches ran in parallel"]
+    # Composed from the client or run as one task: about the same time.
+    assert 0.7 < r.facts["composed_s"] / r.facts["one_task_s"] < 1.5
+
+
+def test_instant_tool_is_never_a_task():
+    r = run(demo.instant, SCALE)
+    assert r.facts["answer"] == "HELLO"
+    assert r.facts["call_tool_task_said"] == "Tool 'instant' did not run as a task"
+
+
+def test_attach_to_an_unknown_id_is_not_found():
+    async def attach_unknown():
+        async with demo.serving() as (server, _), demo.Client(server) as client:
+            await demo.attach(client, "no-such-task", "work")
+
+    with pytest.raises(demo.MCPError, match="not found"):
+        asyncio.run(attach_unknown())
+
+
+def test_demos_are_isolated_from_each_other():
+    async def two_servers():
+        async with demo.serving() as (first, _), demo.serving() as (second, _):
+            async with demo.Client(first) as a, demo.Client(second) as b:
+                task = await demo.call_tool_task(a, "work", {"label": "mine", "seconds": 0.01})
+                await task
+                await demo.attach(b, task.task_id, "work")
+
+    with pytest.raises(demo.MCPError, match="not found"):
+        asyncio.run(two_servers())
+
+
+# -- the script as a learner runs it ---------------------------------------
+
+
+def script(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(HERE / "tasks_demo.py"), *args],
+                          capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def test_all_runs_every_pattern_and_prints_the_summary():
+    result = script("--scale", str(SCALE), "all")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Summary" in result.stdout
+    for name in demo.LEARNING_ORDER:
+        assert re.search(rf"│ {re.escape(name)}\s+│ ✓", result.stdout), name
+    assert "\x1b[" not in result.stdout  # piped: plain text, no control codes
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_every_pattern():
+    result = script("--help")
+    assert result.returncode == 0
+    for name in demo.PATTERNS:
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["no-such-demo"], [],
+    ["--scale", "0", "all"], ["--scale", "-1", "all"], ["--scale", "abc", "all"],
+    ["--scale", "inf", "all"], ["--scale", "nan", "all"], ["poll", "--scale", "nan"],
+])
+def test_bad_input_is_one_line_and_exit_2(args):
+    result = script(*args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_ctrl_c_mid_demo_exits_130_at_once():
+    # `research` at full scale keeps a 2 s task running; a graceful worker
+    # shutdown would wait for it. Interrupt as soon as the demo has started.
+    process = subprocess.Popen([sys.executable, str(HERE / "tasks_demo.py"), "research"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert "research" in process.stdout.readline()  # the demo is under way
+    time.sleep(0.3)
+    sent = time.perf_counter()
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert time.perf_counter() - sent < 1.0
+    assert "Traceback" not in stderr and "interrupted" in stderr
+
+
+def test_script_header_names_the_project_dependencies():
+    tomllib = pytest.importorskip("tomllib")
+    source = (HERE / "tasks_demo.py").read_text()
+    block = re.search(r"^# /// script\n(.*?)^# ///$", source, re.S | re.M)[1]
+    header = tomllib.loads("".join(line[2:] + "\n" for line in block.splitlines()))
+    project = tomllib.loads((HERE / "pyproject.toml").read_text())["project"]
+    assert header["dependencies"] == project["dependencies"]
+    assert header["requires-python"] == project["requires-python"]
