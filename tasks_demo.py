@@ -29,10 +29,21 @@ prints what each pattern observed.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import math
 import os
+import re
+import secrets
 import signal
 import sys
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
 
 # --------------------------------------------------------------------------
 # 1. The command line, parsed before anything heavy is imported
@@ -121,41 +132,26 @@ if __name__ == "__main__":
 # 2. The server
 # --------------------------------------------------------------------------
 
-import asyncio  # noqa: E402  (the heavy imports start here, on purpose)
-import logging  # noqa: E402
-import re  # noqa: E402
-import secrets  # noqa: E402
-import time  # noqa: E402
-from collections import defaultdict  # noqa: E402
-from collections.abc import AsyncIterator, Callable  # noqa: E402
-from contextlib import asynccontextmanager  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from datetime import timedelta  # noqa: E402
-from typing import Any, Literal  # noqa: E402
-
-from fastmcp import Client, Context, FastMCP  # noqa: E402
-from fastmcp.dependencies import CurrentContext  # noqa: E402
-from fastmcp.exceptions import ToolError  # noqa: E402
-from fastmcp.server.middleware import Middleware  # noqa: E402
-from fastmcp.server.middleware.rate_limiting import (  # noqa: E402
-    RateLimitError,
-    TokenBucketRateLimiter,
-)
-from fastmcp.utilities.tasks import TaskConfig  # noqa: E402
-from fastmcp_tasks import TasksExtension, ToolTask, call_tool_task  # noqa: E402
-from fastmcp_tasks.client_models import (  # noqa: E402
+# The heavy imports, after the parser on purpose.
+from fastmcp import Client, Context, FastMCP
+from fastmcp.dependencies import CurrentContext
+from fastmcp.exceptions import ToolError
+from fastmcp.server.middleware import Middleware
+from fastmcp.server.middleware.rate_limiting import RateLimitError, TokenBucketRateLimiter
+from fastmcp.utilities.tasks import TaskConfig
+from fastmcp_tasks import TasksExtension, ToolTask, call_tool_task
+from fastmcp_tasks.client_models import (
     ClientCreateTaskResult,
     ClientGetTaskResult,
     GetTaskRequest,
     GetTaskRequestParams,
 )
-from mcp.shared.exceptions import MCPError  # noqa: E402
-from mcp_types import (  # noqa: E402
-    REQUEST_TIMEOUT,
-    ElicitRequest,
-    ElicitRequestFormParams,
-    InputRequiredResult,
-)
+from mcp.shared.exceptions import MCPError
+from mcp_types import REQUEST_TIMEOUT, ElicitRequest, ElicitRequestFormParams, InputRequiredResult
+from rich.console import Console
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
 
 # How often a client should poll a task. The server sends this as the task's
 # `pollIntervalMs`; FastMCP's client starts at 20 ms and doubles up to it. The
@@ -173,6 +169,10 @@ TASK = TaskConfig(mode="optional", poll_interval=POLL_INTERVAL)
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 
+def now() -> float:
+    return time.perf_counter()
+
+
 @dataclass
 class Journal:
     """What the tool bodies really did, written on the server side.
@@ -185,7 +185,7 @@ class Journal:
     events: list[tuple[float, str, str]] = field(default_factory=list)
 
     def note(self, label: str, event: str) -> None:
-        self.events.append((time.perf_counter(), label, event))
+        self.events.append((now(), label, event))
 
     def of(self, label: str, since: float = 0.0, until: float = math.inf) -> list[str]:
         return [e for t, lbl, e in self.events if lbl == label and since <= t <= until]
@@ -204,9 +204,9 @@ class Journal:
         return peak
 
     async def wait_for(self, label: str, event: str, timeout: float) -> None:
-        deadline = time.perf_counter() + timeout
+        deadline = now() + timeout
         while event not in self.of(label):
-            if time.perf_counter() > deadline:
+            if now() > deadline:
                 raise TimeoutError(f"{label} never reached {event!r}")
             await asyncio.sleep(0.005)
 
@@ -473,7 +473,7 @@ async def follow(
     samples = []
     while True:
         status = await task.status()
-        sample = Sample(time.perf_counter() - t0, state_of(status), status.status_message)
+        sample = Sample(now() - t0, state_of(status), status.status_message)
         samples.append(sample)
         if on_sample:
             on_sample(sample)
@@ -496,10 +496,6 @@ class Report:
     @property
     def holds(self) -> bool:
         return all(self.checks.values())
-
-
-def now() -> float:
-    return time.perf_counter()
 
 
 # --------------------------------------------------------------------------
@@ -1022,11 +1018,6 @@ LEARNING_ORDER: dict[str, Callable[..., Any]] = {
 # --------------------------------------------------------------------------
 # 5. Presentation: print what the patterns observed
 # --------------------------------------------------------------------------
-
-from rich.console import Console  # noqa: E402
-from rich.live import Live  # noqa: E402
-from rich.progress_bar import ProgressBar  # noqa: E402
-from rich.table import Table  # noqa: E402
 
 STATE_STYLE = {"completed": "green", "failed": "red", "cancelled": "yellow",
                "input_required": "magenta", "working": "cyan", "working (queued)": "dim"}
