@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import math
 import os
 import re
 import secrets
 import signal
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -69,6 +71,7 @@ PATTERNS = {
     "instant": "a plain tool for contrast: never a task",
     "all": "every pattern above, in this order, with a summary",
 }
+BENCH = "measure: result lag, task overhead, throughput, compare, cold start"
 
 
 class _OneLineErrors(argparse.ArgumentParser):
@@ -104,6 +107,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         command.add_argument(
             "--scale", type=positive_finite, default=argparse.SUPPRESS, help=scale_help
         )
+    bench = commands.add_parser("bench", help=BENCH, description=BENCH)
+    bench.add_argument("--quick", action="store_true", help="a smaller run, in seconds")
+    bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     return parser.parse_args(argv)
 
 
@@ -155,16 +161,12 @@ from rich.table import Table
 
 # How often a client should poll a task. The server sends this as the task's
 # `pollIntervalMs`; FastMCP's client starts at 20 ms and doubles up to it. The
-# library default is 5 s, which makes a 3 s task look done at ~5.1 s. 25 ms
-# shows a finished task within ~30 ms, at the price of one tasks/get every
-# 25 ms per waiting client: right for a demo of second-long tasks, wasteful for
+# library default is 5 s, which makes a 3 s task look done at ~5.1 s. 20 ms,
+# the client's floor, means a flat 20 ms cadence: a finished task is seen
+# ~20 ms late (median, `bench`), at the price of 50 tasks/get a second per
+# waiting client. Right for a demo of second-long tasks, wasteful for
 # hour-long ones, where seconds are the honest choice.
-POLL_INTERVAL = timedelta(milliseconds=25)
-
-# `optional`: the tool runs as a background task when the client asks for one
-# (FastMCP's client always does once fastmcp_tasks is imported) and as a plain
-# call for clients that don't speak the tasks extension.
-TASK = TaskConfig(mode="optional", poll_interval=POLL_INTERVAL)
+POLL_INTERVAL = timedelta(milliseconds=20)
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
@@ -242,6 +244,7 @@ def build_server(
     *,
     queue: str = "tasks-demo",
     concurrency: int = 10,
+    poll_interval: timedelta = POLL_INTERVAL,
     submission_limit: SubmissionLimit | None = None,
 ) -> FastMCP:
     """A FastMCP server with background tasks and the demo's tools.
@@ -258,15 +261,16 @@ def build_server(
             url="memory://",  # in this process; redis://host:port/db to share
             name=queue,
             concurrency=concurrency,
-            # How often the idle worker looks for new tasks: Docket's 50 ms
-            # default would add up to 50 ms before a task starts.
-            minimum_check_interval=timedelta(milliseconds=10),
         )
     )
     if submission_limit is not None:
         mcp.add_middleware(submission_limit)
+    # `optional`: a tool runs as a background task when the client asks for
+    # one (FastMCP's client always does once fastmcp_tasks is imported) and as
+    # a plain call for clients that don't speak the tasks extension.
+    task = TaskConfig(mode="optional", poll_interval=poll_interval)
 
-    @mcp.tool(task=TASK)
+    @mcp.tool(task=task)
     async def work(
         label: str, seconds: float, steps: int = 5, ctx: Context = CurrentContext()
     ) -> dict:
@@ -277,9 +281,13 @@ def build_server(
         # also what tells a running task from a queued one (both are
         # `working`; only a started task has a message).
         await ctx.report_progress(0, steps, f"{label}: started (0%)")
+        started = now()
         try:
             for step in range(1, steps + 1):
-                await asyncio.sleep(seconds / steps)
+                # Sleep until this step's deadline rather than for a fixed
+                # slice, so the ~2 ms each progress report costs does not
+                # stretch the work beyond `seconds`.
+                await asyncio.sleep(started + step * seconds / steps - now())
                 journal.note(label, f"step {step}")
                 percent = 100 * step // steps
                 message = f"{label}: step {step}/{steps} ({percent}%)"
@@ -295,7 +303,7 @@ def build_server(
         """Answer immediately."""
         return text.upper()
 
-    @mcp.tool(task=TASK)
+    @mcp.tool(task=task)
     async def fail(kind: Literal["bad_input", "bug", "backend_down"]) -> str:
         """Fail in one of the two ways a task can fail.
 
@@ -310,7 +318,7 @@ def build_server(
             raise ValueError("division by zero in step 3")
         raise MCPError(code=-32603, message="the storage backend is unreachable")
 
-    @mcp.tool(task=TASK)
+    @mcp.tool(task=task)
     async def approve(
         action: str, ctx: Context = CurrentContext()
     ) -> str | InputRequiredResult:
@@ -361,7 +369,7 @@ def build_server(
             "findings": [f["finding"] for f in findings],
         }
 
-    @mcp.tool(task=TASK)
+    @mcp.tool(task=task)
     async def deep_research(
         topic: str, sources: int = 3, seconds: float = 2.0, ctx: Context = CurrentContext()
     ) -> dict:
@@ -376,17 +384,17 @@ def build_server(
         await ctx.report_progress(2, 3, "analysing findings")
         return await analyze_findings(topic, findings, seconds / 4)
 
-    @mcp.tool(task=TASK)
+    @mcp.tool(task=task)
     async def plan(topic: str, sources: int, seconds: float) -> list[str]:
         """Research step 1: the queries to run."""
         return await plan_queries(topic, sources, seconds)
 
-    @mcp.tool(task=TASK)
+    @mcp.tool(task=task)
     async def search(query: str, seconds: float) -> dict:
         """Research step 2: one search."""
         return await search_source(query, seconds)
 
-    @mcp.tool(task=TASK)
+    @mcp.tool(task=task)
     async def analyze(topic: str, findings: list[dict], seconds: float) -> dict:
         """Research step 3: the report."""
         return await analyze_findings(topic, findings, seconds)
@@ -453,6 +461,14 @@ class Sample:
     message: str | None
 
 
+def past_step(step: int) -> Callable[[ClientGetTaskResult], bool]:
+    """True once a task's status message reports `step` or a later one."""
+    def check(status: ClientGetTaskResult) -> bool:
+        found = re.search(r"step (\d+)/", status.status_message or "")
+        return found is not None and int(found[1]) >= step
+    return check
+
+
 def transitions(samples: list[Sample]) -> list[str]:
     """The states seen, in order, without repeats."""
     states: list[str] = []
@@ -466,10 +482,13 @@ async def follow(
     task: ToolTask,
     t0: float,
     *,
-    until: Callable[[ClientGetTaskResult], bool] = lambda s: s.status in TERMINAL,
+    until: Callable[[ClientGetTaskResult], bool] = lambda s: False,
     on_sample: Callable[[Sample], None] | None = None,
 ) -> list[Sample]:
-    """Poll a task at the server's advertised interval, recording what we see."""
+    """Poll a task at the server's advertised interval, recording what we see.
+
+    Stops at a terminal state, or earlier once `until` holds.
+    """
     samples = []
     while True:
         status = await task.status()
@@ -477,7 +496,7 @@ async def follow(
         samples.append(sample)
         if on_sample:
             on_sample(sample)
-        if until(status):
+        if status.status in TERMINAL or until(status):
             return samples
         await asyncio.sleep((status.poll_interval_ms or 1000) / 1000)
 
@@ -524,7 +543,7 @@ async def compare(scale: float) -> Report:
 
         async with Client(server) as client:
             start = now()
-            tasks = [await call_tool_task(client, "work", a) for a in args]
+            tasks = await asyncio.gather(*(call_tool_task(client, "work", a) for a in args))
             submitted_s = now() - start
             background = [r.data for r in await asyncio.gather(*tasks)]
             tasks_s = now() - start
@@ -544,7 +563,7 @@ async def compare(scale: float) -> Report:
             "sequential_s": sequential_s,
             "gather_s": gather_s,
             "tasks_s": tasks_s,
-            "submit_3_tasks_s": submitted_s,
+            "submit_all_s": submitted_s,
             "speedup_gather": sequential_s / gather_s,
             "speedup_tasks": sequential_s / tasks_s,
             "tasks_over_gather": tasks_s / gather_s,
@@ -696,7 +715,7 @@ async def reconnect(scale: float) -> Report:
             task = await call_tool_task(
                 first, "work", {"label": "R", "seconds": seconds, "steps": 10})
             task_id = task.task_id  # the only thing we keep
-            before = await follow(task, t0, until=lambda s: "step 2/" in (s.status_message or ""))
+            before = await follow(task, t0, until=past_step(2))
         closed_at = now()
         await asyncio.sleep(seconds / 2)  # nobody is connected now
         reopened_at = now()
@@ -799,7 +818,7 @@ async def cancel(scale: float) -> Report:
     async with serving() as (server, journal), Client(server) as client:
         task = await call_tool_task(
             client, "work", {"label": "X", "seconds": seconds, "steps": 10})
-        await follow(task, t0, until=lambda s: "step 2/" in (s.status_message or ""))
+        await follow(task, t0, until=past_step(2))
         await task.cancel()
         cancelled_at = now()
         after = await follow(task, t0)
@@ -868,7 +887,7 @@ async def ask_for_input(scale: float) -> Report:
     t0 = now()
     async with serving() as (server, journal), Client(server, elicitation_handler=approver) as client:
         task = await call_tool_task(client, "approve", {"action": "deploy v2"})
-        before = await follow(task, t0, until=lambda s: s.status in TERMINAL | {"input_required"})
+        before = await follow(task, t0, until=lambda s: s.status == "input_required")
         result = await task.result()  # answers through the elicitation handler
         final = await task.status()
     seen = transitions(before) + [final.status]
@@ -1016,7 +1035,150 @@ LEARNING_ORDER: dict[str, Callable[..., Any]] = {
 
 
 # --------------------------------------------------------------------------
-# 5. Presentation: print what the patterns observed
+# 5. The bench: what a task costs, in numbers
+# --------------------------------------------------------------------------
+
+LIBRARY_DEFAULT_POLL = TaskConfig().poll_interval  # 5 s
+ZERO_WORK = {"label": "zero", "seconds": 0, "steps": 1}
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[round(p / 100 * (len(ordered) - 1))]
+
+
+def spread_ms(what: str, seconds: list[float]) -> dict:
+    return {"what": what, "median_ms": 1000 * percentile(seconds, 50),
+            "p90_ms": 1000 * percentile(seconds, 90), "worst_ms": 1000 * max(seconds)}
+
+
+async def seconds_to_result(client: Client, seconds: float) -> float:
+    start = now()
+    task = await call_tool_task(client, "work", {"label": "lag", "seconds": seconds, "steps": 1})
+    await task.result()
+    return now() - start
+
+
+async def result_lag(durations: tuple[float, ...], reps: int) -> list[dict]:
+    """How late a finished task is seen: submit-to-result time minus the work.
+
+    The lag depends on where the end of the work falls between two polls, so
+    each repetition shifts the duration by a further slice of a poll interval:
+    the figures cover every phase, not the luckiest or unluckiest one.
+    """
+    rows = []
+    phase = POLL_INTERVAL.total_seconds() / reps
+    async with (serving(poll_interval=POLL_INTERVAL) as (ours, _),
+                serving(poll_interval=LIBRARY_DEFAULT_POLL) as (default, _),
+                Client(ours) as ours_client, Client(default) as default_client):
+        for client in (ours_client, default_client):
+            await client.list_tools()  # the client caches output schemas once
+        for seconds in durations:
+            lags: dict[timedelta, list[float]] = {POLL_INTERVAL: [], LIBRARY_DEFAULT_POLL: []}
+            for rep in range(reps):
+                work = seconds + rep * phase
+                # Both settings side by side: the 5 s one barely polls at all.
+                ours_s, default_s = await asyncio.gather(
+                    seconds_to_result(ours_client, work),
+                    seconds_to_result(default_client, work))
+                lags[POLL_INTERVAL].append(ours_s - work)
+                lags[LIBRARY_DEFAULT_POLL].append(default_s - work)
+            for interval, values in lags.items():
+                rows.append({"work_s": seconds,
+                             "poll_interval_ms": int(interval.total_seconds() * 1000),
+                             "median_ms": 1000 * percentile(values, 50),
+                             "worst_ms": 1000 * max(values)})
+    return rows
+
+
+async def overhead(samples: int) -> list[dict]:
+    """What a task adds over a plain call, for work that takes no time."""
+    plain_call, submit, status_read, to_result = [], [], [], []
+    async with (serving() as (server, _), Client(server) as client,
+                Client(server, mode="legacy") as plain):
+        await client.list_tools()  # the client caches output schemas once
+        await plain.call_tool("work", ZERO_WORK)  # warm both paths up first
+        await call_tool_task(client, "work", ZERO_WORK)
+        for _ in range(samples):
+            start = now()
+            await plain.call_tool("work", ZERO_WORK)
+            plain_call.append(now() - start)
+
+            start = now()
+            task = await call_tool_task(client, "work", ZERO_WORK)
+            submit.append(now() - start)
+            read = now()
+            await task.status()
+            status_read.append(now() - read)
+            await task.result()
+            to_result.append(now() - start)
+    return [spread_ms("plain call (no task)", plain_call), spread_ms("submit a task", submit),
+            spread_ms("read its status", status_read), spread_ms("submit to result", to_result)]
+
+
+async def throughput(count: int) -> dict:
+    """`count` zero-length tasks submitted and collected at once, vs plain calls."""
+    async with (serving() as (server, journal), Client(server) as client,
+                Client(server, mode="legacy") as plain):
+        await client.list_tools()
+        args = [{**ZERO_WORK, "label": f"T{i}"} for i in range(count)]
+        start = now()
+        tasks = await asyncio.gather(*(call_tool_task(client, "work", a) for a in args))
+        results = await asyncio.gather(*tasks)
+        tasks_s = now() - start
+        start = now()
+        plain_results = await asyncio.gather(*(plain.call_tool("work", a) for a in args))
+        plain_s = now() - start
+    labels = [a["label"] for a in args]
+    return {
+        "tasks": count,
+        "tasks_per_s": count / tasks_s,
+        "plain_calls_per_s": count / plain_s,
+        "ratio_to_plain": plain_s / tasks_s,
+        "every_result_once": [r.data["label"] for r in results] == labels
+        and [r.data["label"] for r in plain_results] == labels
+        and all(journal.count(label, "done") == 2 for label in labels),  # task + plain
+    }
+
+
+def cold_start(reps: int) -> list[dict]:
+    """Process start to answer, for the things a learner types first."""
+    python, script = sys.executable, os.path.abspath(__file__)
+    commands = {
+        "tasks_demo.py --help": [script, "--help"],
+        "import fastmcp_tasks": ["-c", "import fastmcp_tasks"],
+        "tasks_demo.py await (first result)": [script, "--scale", "0.001", "await"],
+    }
+    rows = []
+    for what, args in commands.items():
+        times = []
+        for _ in range(reps):
+            start = now()
+            subprocess.run([python, *args], capture_output=True, check=True)
+            times.append(now() - start)
+        rows.append(spread_ms(what, times))
+    return rows
+
+
+async def bench(quick: bool) -> dict:
+    """Every figure, as plain data (printed as tables, or as JSON)."""
+    from importlib.metadata import version
+
+    return {
+        "machine": {"python": sys.version.split()[0], "cpus": os.cpu_count(),
+                    "fastmcp": version("fastmcp"), "fastmcp_tasks": version("fastmcp-tasks"),
+                    "pydocket": version("pydocket"), "quick": quick},
+        "result_lag": await result_lag((0.1, 0.5) if quick else (0.1, 0.5, 1, 2, 3),
+                                       reps=2 if quick else 4),
+        "overhead": await overhead(samples=10 if quick else 50),
+        "throughput": [await throughput(n) for n in ((20,) if quick else (100, 1000))],
+        "compare": (await compare(0.1 if quick else 1.0)).facts | {"scale": 0.1 if quick else 1.0},
+        "cold_start": cold_start(reps=1 if quick else 3),
+    }
+
+
+# --------------------------------------------------------------------------
+# 6. Presentation: print what the patterns observed
 # --------------------------------------------------------------------------
 
 STATE_STYLE = {"completed": "green", "failed": "red", "cancelled": "yellow",
@@ -1091,6 +1253,41 @@ def summary(reports: list[Report]) -> Table:
     return table
 
 
+def table_of(title: str, rows: list[dict]) -> Table:
+    """A table with one column per key: `_ms`, `_s` and `_per_s` say the unit."""
+    table = Table(title=title, title_justify="left")
+    for key in rows[0]:
+        table.add_column(key.replace("_", " "), justify="left" if key == "what" else "right")
+    for row in rows:
+        cells = []
+        for key, value in row.items():
+            if isinstance(value, bool):
+                cells.append("[green]yes[/]" if value else "[red]NO[/]")
+            elif isinstance(value, float):
+                decimals = 0 if key.endswith("per_s") else 1 if key.endswith("_ms") else 3 if key.endswith("_s") else 2
+                cells.append(f"{value:.{decimals}f}")
+            else:
+                cells.append(str(value))
+        table.add_row(*cells)
+    return table
+
+
+def show_bench(console: Console, figures: dict) -> None:
+    machine = figures["machine"]
+    console.rule(f"[bold]bench[/] — Python {machine['python']}, {machine['cpus']} CPUs, "
+                 f"fastmcp {machine['fastmcp']}, fastmcp-tasks {machine['fastmcp_tasks']}")
+    console.print(table_of("1. Result lag: how late a finished task is seen", figures["result_lag"]))
+    console.print(table_of("2. Overhead of a task, zero-length work", figures["overhead"]))
+    console.print(table_of("3. Throughput, submitted and collected at once", figures["throughput"]))
+    c = figures["compare"]
+    console.print(table_of(
+        f"4. Compare: 3 s + 2 s + 1 s of work at scale {c['scale']}",
+        [{"what": what, "took_s": c[key], "ratio_to_gather": c[key] / c["gather_s"]}
+         for what, key in (("sequential", "sequential_s"), ("asyncio.gather", "gather_s"),
+                           ("background tasks", "tasks_s"))]))
+    console.print(table_of("5. Cold start, process start to answer", figures["cold_start"]))
+
+
 async def run(pattern: str, scale: float) -> bool:
     console = Console()
     names = list(LEARNING_ORDER) if pattern == "all" else [pattern]
@@ -1105,6 +1302,13 @@ def main(args: argparse.Namespace) -> int:
     # every such error with a full traceback. Here that would bury the lesson.
     for noisy in ("docket", "fastmcp_tasks"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    if args.pattern == "bench":
+        figures = asyncio.run(bench(args.quick))
+        if args.json:
+            print(json.dumps(figures, indent=2))
+        else:
+            show_bench(Console(), figures)
+        return 0
     return 0 if asyncio.run(run(args.pattern, args.scale)) else 1
 
 
