@@ -1264,7 +1264,8 @@ def table_of(title: str, rows: list[dict]) -> Table:
             if isinstance(value, bool):
                 cells.append("[green]yes[/]" if value else "[red]NO[/]")
             elif isinstance(value, float):
-                decimals = 0 if key.endswith("per_s") else 1 if key.endswith("_ms") else 3 if key.endswith("_s") else 2
+                decimals = (0 if key.endswith("per_s") else 1 if key.endswith("_ms")
+                            else 3 if key.endswith("_s") or key.startswith("ratio") else 2)
                 cells.append(f"{value:.{decimals}f}")
             else:
                 cells.append(str(value))
