@@ -30,16 +30,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import logging
 import math
 import os
 import re
 import secrets
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -71,7 +77,14 @@ PATTERNS = {
     "instant": "a plain tool for contrast: never a task",
     "all": "every pattern above, in this order, with a summary",
 }
+# Beyond one process: the stories start every process they need themselves.
+STORIES = {
+    "tenants": "bearer tokens: a task is found by its owner from another process, by nobody else",
+    "restart": "Redis: SIGKILL the server mid-task, start it again, the task still finishes",
+    "distributed": "Redis, a submit-only server, two workers, a client process per step",
+}
 BENCH = "measure: result lag, task overhead, throughput, compare, cold start"
+DEFAULT_URL = "http://127.0.0.1:8000/mcp"
 
 
 class _OneLineErrors(argparse.ArgumentParser):
@@ -100,7 +113,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     scale_help = "multiply every duration (0.1 runs ten times faster); default 1"
     parser.add_argument("--scale", type=positive_finite, default=1.0, help=scale_help)
     commands = parser.add_subparsers(dest="pattern", metavar="PATTERN", required=True)
-    for name, summary in PATTERNS.items():
+    for name, summary in (PATTERNS | STORIES).items():
         command = commands.add_parser(name, help=summary, description=summary)
         # Accept --scale after the pattern too; SUPPRESS keeps the subparser
         # from overwriting a value given before the pattern.
@@ -110,7 +123,55 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     bench = commands.add_parser("bench", help=BENCH, description=BENCH)
     bench.add_argument("--quick", action="store_true", help="a smaller run, in seconds")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
-    return parser.parse_args(argv)
+
+    # The pieces the stories are made of, to run by hand in separate terminals.
+    serve = commands.add_parser("serve", help="serve the tools over HTTP on 127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--backend", default="memory://",
+                       help="memory:// (this process) or redis://HOST:PORT/DB (shared)")
+    serve.add_argument("--no-worker", action="store_true",
+                       help="accept tasks but leave running them to `worker` processes")
+    serve.add_argument("--token", action="append", metavar="NAME=TOKEN",
+                       default=os.environ.get("TASKS_DEMO_TOKENS", "").split(",") if
+                       os.environ.get("TASKS_DEMO_TOKENS") else None,
+                       help="require bearer tokens; repeat for each client "
+                            "(or TASKS_DEMO_TOKENS=alice=...,bob=...)")
+    worker = commands.add_parser("worker", help="run tasks for a server that shares a Redis")
+    worker.add_argument("--backend", required=True, help="redis://HOST:PORT/DB")
+
+    task = commands.add_parser("task", help="submit, status, watch, result, cancel: "
+                                            "a client of a `serve` process, by task id")
+    actions = task.add_subparsers(dest="action", metavar="ACTION", required=True)
+    client_help = {
+        "submit": "submit a work task, print its id and exit",
+        "status": "print a task's state and status message",
+        "watch": "follow a task's progress until it ends",
+        "result": "wait for a task's result and print it",
+        "cancel": "cancel a task",
+    }
+    for name, summary in client_help.items():
+        command = actions.add_parser(name, help=summary, description=summary)
+        command.add_argument("--url", default=DEFAULT_URL)
+        command.add_argument("--token", default=os.environ.get("TASKS_DEMO_TOKEN"),
+                             help="bearer token (or TASKS_DEMO_TOKEN)")
+        if name == "submit":
+            command.add_argument("--label", default="job")
+            command.add_argument("--seconds", type=positive_finite, default=10.0)
+            command.add_argument("--steps", type=int, default=10)
+        else:
+            command.add_argument("task_id")
+    args = parser.parse_args(argv)
+    if args.pattern == "serve":
+        args.tokens = {}
+        for pair in args.token or []:
+            name, _, token = pair.partition("=")
+            if not name or not token:
+                parser.error(f"--token takes NAME=TOKEN, got {pair!r}")
+            args.tokens[token] = name
+    return args
+
+
+CHILDREN: list = []  # processes a story started: none may outlive it
 
 
 def exit_on_ctrl_c(signum, frame) -> None:
@@ -120,8 +181,10 @@ def exit_on_ctrl_c(signum, frame) -> None:
     be, and then Docket's worker would shut down gracefully: it waits for every
     running task to finish first, as long as the longest one. Here the tasks
     live in memory and die with the process anyway, so there is nothing to
-    wait for.
+    wait for. Processes a story started go with it.
     """
+    for child in CHILDREN:
+        child.kill()
     sys.stdout.flush()
     if sys.stdout.isatty():
         sys.stdout.write("\x1b[?25h")  # show the cursor a live dashboard hid
@@ -142,6 +205,7 @@ if __name__ == "__main__":
 from fastmcp import Client, Context, FastMCP
 from fastmcp.dependencies import CurrentContext
 from fastmcp.exceptions import ToolError
+from fastmcp.server.auth.providers.jwt import StaticTokenVerifier
 from fastmcp.server.middleware import Middleware
 from fastmcp.server.middleware.rate_limiting import RateLimitError, TokenBucketRateLimiter
 from fastmcp.utilities.tasks import TaskConfig
@@ -169,6 +233,7 @@ from rich.table import Table
 POLL_INTERVAL = timedelta(milliseconds=20)
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
+REDELIVERY_TIMEOUT = timedelta(seconds=5)
 
 
 def now() -> float:
@@ -242,25 +307,40 @@ APPROVAL_SCHEMA = {
 def build_server(
     journal: Journal | None = None,
     *,
-    queue: str = "tasks-demo",
+    backend: str | None = None,
+    queue: str | None = None,
     concurrency: int = 10,
     poll_interval: timedelta = POLL_INTERVAL,
     submission_limit: SubmissionLimit | None = None,
+    tokens: dict[str, str] | None = None,
 ) -> FastMCP:
     """A FastMCP server with background tasks and the demo's tools.
 
-    `queue` names the Docket queue. Two servers in one process on `memory://`
-    with the same queue name share their stored tasks, so every demo builds
-    its own server on a fresh queue. `concurrency` is how many tasks the
-    worker runs at once; the rest wait, queued.
+    `backend` is where tasks live: `memory://` (this process only) or
+    `redis://host:port/db` (shared by every process that names it). `queue`
+    names the Docket queue; two servers on one backend with the same queue
+    name share their tasks. Left out, both come from the FASTMCP_DOCKET_URL and
+    FASTMCP_DOCKET_NAME environment variables (default `memory://`,
+    `fastmcp`). `concurrency` is how many tasks this process runs at once; the
+    rest wait, queued (0: accept tasks but leave the running to workers).
+    `tokens` maps bearer tokens to client names and turns authentication on.
     """
     journal = journal if journal is not None else Journal()
-    mcp = FastMCP("tasks-demo")
+    auth = None
+    if tokens:
+        auth = StaticTokenVerifier({token: {"client_id": name} for token, name in tokens.items()})
+    mcp = FastMCP("tasks-demo", auth=auth)
     mcp.add_extension(
         TasksExtension(
-            url="memory://",  # in this process; redis://host:port/db to share
+            url=backend,
             name=queue,
             concurrency=concurrency,
+            # A task whose worker died is handed to another worker after this
+            # long (Docket's default is 5 minutes). Live workers renew their
+            # claim four times per period, so long tasks are not run twice;
+            # but a worker frozen for longer than this would have its task
+            # taken over while it still runs.
+            redelivery_timeout=REDELIVERY_TIMEOUT,
         )
     )
     if submission_limit is not None:
@@ -296,7 +376,9 @@ def build_server(
             journal.note(label, "cancelled")
             raise
         journal.note(label, "done")
-        return {"label": label, "seconds": seconds, "steps": steps}
+        # `pid` says which process did the work: with Redis and workers, not
+        # necessarily the one that accepted the task.
+        return {"label": label, "seconds": seconds, "steps": steps, "pid": os.getpid()}
 
     @mcp.tool  # no task=...: a plain tool is never run as a task
     def instant(text: str) -> str:
@@ -418,7 +500,7 @@ async def serving(**options: Any) -> AsyncIterator[tuple[FastMCP, Journal]]:
     """
     journal = Journal()
     queue = f"tasks-demo-{secrets.token_hex(4)}"
-    server = build_server(journal, queue=queue, **options)
+    server = build_server(journal, backend="memory://", queue=queue, **options)
     async with server._lifespan_manager():
         yield server, journal
 
@@ -548,7 +630,7 @@ async def compare(scale: float) -> Report:
             background = [r.data for r in await asyncio.gather(*tasks)]
             tasks_s = now() - start
 
-    expected = [{**a, "steps": 5} for a in args]
+    expected = [{**a, "steps": 5, "pid": os.getpid()} for a in args]
     return Report(
         pattern="compare",
         proved="gather and tasks are both concurrent; tasks add lifecycle, not speed",
@@ -1035,7 +1117,346 @@ LEARNING_ORDER: dict[str, Callable[..., Any]] = {
 
 
 # --------------------------------------------------------------------------
-# 5. The bench: what a task costs, in numbers
+# 5. Beyond one process: HTTP, Redis, workers, tenants
+# --------------------------------------------------------------------------
+# The same server over streamable HTTP. With `memory://` its tasks outlive
+# clients but not the server process; with Redis they outlive the server
+# too, and worker processes can run them. Run the pieces by hand (`serve`,
+# `worker`, `task submit|status|watch|result|cancel`) or let a story start
+# them all.
+
+
+class DemoError(Exception):
+    """Something to report in one line, without a traceback."""
+
+
+def http_status(url: str, token: str | None) -> int:
+    """Ask the server once more, over plain HTTP, how it answers this token.
+
+    The MCP client reports every HTTP error as "Server returned an error
+    response"; the status code is what tells a bad token from a broken server.
+    """
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=b"{}", headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+@asynccontextmanager
+async def remote(url: str, token: str | None) -> AsyncIterator[Client]:
+    """A client of a server in another process, whose failures read as one line."""
+    try:
+        async with Client(url, auth=token) as client:
+            yield client
+    except MCPError as error:
+        if "not found" in str(error):
+            raise DemoError(f"{error}: the id is unknown, expired (results are kept "
+                            "15 minutes) or another tenant's; check it and --token") from None
+        status = await asyncio.to_thread(http_status, url, token)
+        if status in (401, 403):
+            raise DemoError(f"{url} refused the token (HTTP {status}): check --token") from None
+        raise DemoError(f"{url}: {error}") from None
+    except (OSError, RuntimeError) as error:
+        raise DemoError(f"cannot reach {url} ({error}): is `tasks_demo.py serve` "
+                        "running there? check --url") from None
+
+
+async def require_redis(url: str) -> None:
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        await redis.ping()
+    except Exception as error:
+        raise DemoError(f"cannot reach Redis at {url} ({error}): start redis-server "
+                        "or check --backend") from None
+    finally:
+        await redis.aclose()
+
+
+async def serve(port: int, backend: str, worker: bool, tokens: dict[str, str]) -> None:
+    """Serve the tools over streamable HTTP until stopped."""
+    if backend.startswith("redis"):
+        await require_redis(backend)
+    elif not worker:
+        raise DemoError("--no-worker needs a shared backend (--backend redis://...): "
+                        "with memory:// nothing else could run the tasks")
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            raise DemoError(f"port {port} is in use: choose another --port")
+    server = build_server(backend=backend, queue="tasks-demo",
+                          concurrency=10 if worker else 0, tokens=tokens)
+    print(f"serving http://127.0.0.1:{port}/mcp pid={os.getpid()} backend={backend} "
+          f"worker={'yes' if worker else 'no'} auth={'tokens' if tokens else 'none'}",
+          flush=True)
+    await server.run_http_async(host="127.0.0.1", port=port, show_banner=False,
+                                log_level="warning")
+
+
+async def worker(backend: str) -> None:
+    """Run tasks from a shared Redis backend, for whichever server accepted them.
+
+    The same as fastmcp-tasks' own worker command:
+    FASTMCP_DOCKET_URL=redis://... python -m fastmcp_tasks.worker_cli worker tasks_demo.py:mcp
+    """
+    if not backend.startswith("redis"):
+        raise DemoError("a worker in its own process needs a shared backend: "
+                        "--backend redis://HOST:PORT/DB")
+    await require_redis(backend)
+    server = build_server(backend=backend, queue="tasks-demo")
+    async with server._lifespan_manager():  # the lifespan runs the Docket worker
+        print(f"worker pid={os.getpid()} backend={backend}", flush=True)
+        await asyncio.Event().wait()
+
+
+async def task_command(args: argparse.Namespace) -> str:
+    """`task submit|status|watch|result|cancel`: what to print."""
+    async with remote(args.url, args.token) as client:
+        if args.action == "submit":
+            work = {"label": args.label, "seconds": args.seconds, "steps": args.steps}
+            return (await call_tool_task(client, "work", work)).task_id
+        task = await attach(client, args.task_id, "work")
+        if args.action == "status":
+            status = await task.status()
+            return f"{state_of(status)} {status.status_message or ''}".strip()
+        if args.action == "watch":
+            printed = lambda s: print(f"{s.at:6.2f} s  {s.state:16}  {s.message or ''}",
+                                      flush=True)
+            return " → ".join(transitions(await follow(task, now(), on_sample=printed)))
+        if args.action == "cancel":
+            await task.cancel()
+            return state_of(await task.status())
+        final = await task.wait(timeout=24 * 3600)  # result
+        if final.status != "completed":
+            raise DemoError(f"task {args.task_id} ended {final.status}: "
+                            f"{final.status_message or final.error or ''}")
+        return json.dumps(final.result.get("structuredContent") or final.result["content"])
+
+
+# Stories: this program starts the processes, talks to them as a client, and
+# kills every one of them at the end, on failure or on Ctrl-C.
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Child:
+    """A process a story started: its output collected, its end guaranteed."""
+
+    def __init__(self, name: str, *command: str):
+        self.name, self.lines = name, []
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        CHILDREN.append(self.process)
+        threading.Thread(target=self._collect, daemon=True).start()
+
+    @classmethod
+    def demo(cls, name: str, *args: str) -> Child:
+        return cls(name, sys.executable, os.path.abspath(__file__), *args)
+
+    def _collect(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip())
+
+    async def expect(self, text: str, timeout: float = 30) -> str:
+        deadline = now() + timeout
+        while now() < deadline:
+            for line in self.lines:
+                if text in line:
+                    return line
+            if self.process.poll() is not None and not any(text in l for l in self.lines):
+                raise DemoError(f"{self.name} exited: {' / '.join(self.lines[-3:])}")
+            await asyncio.sleep(0.02)
+        raise DemoError(f"{self.name} did not print {text!r} within {timeout:.0f} s")
+
+    async def finish(self, timeout: float = 60) -> str:
+        """Wait for the process to exit; its last line, or an error."""
+        code = await asyncio.to_thread(self.process.wait, timeout)
+        await asyncio.sleep(0.05)  # let the reader thread take the last lines
+        if code != 0:
+            raise DemoError(f"{self.name} failed: {' / '.join(self.lines[-3:])}")
+        return self.lines[-1] if self.lines else ""
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+async def client_process(name: str, *args: str) -> Child:
+    """Run one `task ...` command in a process of its own, to its end."""
+    child = Child.demo(name, "task", *args)
+    await child.finish()
+    return child
+
+
+@asynccontextmanager
+async def story_processes() -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        for child in CHILDREN:
+            child.kill()
+        for child in CHILDREN:
+            child.wait()
+        CHILDREN.clear()
+
+
+async def start_redis() -> str:
+    if shutil.which("redis-server") is None:
+        raise DemoError("this story needs Redis: install the redis-server package "
+                        "(apt-get install redis-server, brew install redis)")
+    port = free_port()
+    redis = Child("redis", "redis-server", "--port", str(port), "--save", "", "--appendonly", "no")
+    await redis.expect("Ready to accept connections")
+    return f"redis://127.0.0.1:{port}/0"
+
+
+async def start_server(*args: str, port: int | None = None) -> tuple[Child, str]:
+    """Start `serve` in a process of its own; return once it accepts connections."""
+    port = port or free_port()
+    server = Child.demo(f"server :{port}", "serve", "--port", str(port), *args)
+    await server.expect("serving http")
+    deadline = now() + 30
+    while now() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return server, f"http://127.0.0.1:{port}/mcp"
+        if server.process.poll() is not None:
+            break
+        await asyncio.sleep(0.05)
+    raise DemoError(f"{server.name} never listened: {' / '.join(server.lines[-3:])}")
+
+
+async def tenants(scale: float) -> Report:
+    """Bearer tokens make tasks private to the client that submitted them."""
+    t0 = now()
+    alice, bob = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    async with story_processes():
+        server, url = await start_server("--token", f"alice={alice}", "--token", f"bob={bob}")
+        submit = await client_process("alice submits", "submit", "--url", url, "--token", alice,
+                                      "--seconds", str(1 * scale), "--label", "alice-report")
+        task_id = submit.lines[-1]
+
+        async def fetch(who: str, token: str | None) -> str:
+            args = ["result", "--url", url, task_id] + (["--token", token] if token else [])
+            child = Child.demo(f"{who} fetches", "task", *args)
+            try:
+                return "found: " + await child.finish()
+            except DemoError:
+                return "refused: " + child.lines[-1]
+
+        people = {"alice": alice, "bob": bob, "no token": None}
+        views = dict(zip(people, await asyncio.gather(*(fetch(*p) for p in people.items()))))
+    return Report(
+        pattern="tenants",
+        proved="with tokens a task id only works for its owner; without, the id is the key",
+        ideal=1 * scale,
+        took=now() - t0,
+        checks={"alice, from another process, got her result":
+                views["alice"].startswith("found") and "alice-report" in views["alice"],
+                "bob was told it does not exist": "not found" in views["bob"],
+                "no token, no entry": "refused the token" in views["no token"]},
+        facts={"task_id": task_id, **{f"{who}_sees": v for who, v in views.items()},
+               # Without auth anyone holding the id can read and cancel the
+               # task, so the id must be unguessable: 32 random bytes.
+               "id_entropy_bits": 8 * len(base64.urlsafe_b64decode(task_id + "=="))},
+    )
+
+
+async def restart(scale: float) -> Report:
+    """With Redis, a task survives its server being killed outright."""
+    seconds = 6 * scale
+    t0 = now()
+    async with story_processes():
+        backend = await start_redis()
+        port = free_port()
+        first, url = await start_server("--backend", backend, port=port)
+        async with remote(url, None) as client:
+            task = await call_tool_task(client, "work", {"label": "R", "seconds": seconds,
+                                                         "steps": 12})
+            task_id = task.task_id
+            await follow(task, t0, until=past_step(3))
+        first.kill()  # SIGKILL: no shutdown, no goodbye, the task is mid-run
+        killed_at = now()
+        second, _ = await start_server("--backend", backend, port=port)  # same address
+        async with remote(url, None) as client:
+            task = await attach(client, task_id, "work")
+            samples = await follow(task, t0)
+            result = (await task.result()).data
+            again = (await task.result()).data
+        server_pids = [int(c.lines[0].split("pid=")[1].split()[0]) for c in (first, second)]
+    restarted = next(s.at for s in samples if s.message and "started" in s.message)
+    return Report(
+        pattern="restart",
+        proved="with Redis, a task outlives a SIGKILLed server: another process finishes it",
+        ideal=seconds,
+        took=now() - t0,
+        checks={"task completed": transitions(samples)[-1] == "completed",
+                "result is the input": result["label"] == "R" and result["seconds"] == seconds,
+                "finished by the new server": result["pid"] == server_pids[1] != server_pids[0],
+                "same result when fetched again": result == again},
+        facts={"task_id": task_id, "killed_at_s": killed_at - t0,
+               "work_restarted_after_s": restarted - (killed_at - t0),
+               "redelivery_timeout_s": REDELIVERY_TIMEOUT.total_seconds(),
+               "after_restart": transitions(samples), "result": result},
+    )
+
+
+async def distributed(scale: float) -> Report:
+    """Redis, a server that only accepts, two workers, and a process per client step."""
+    seconds = 8 * scale  # long enough to watch: a client process takes ~3 s to start
+    t0 = now()
+    async with story_processes():
+        backend = await start_redis()
+        workers = [Child.demo(f"worker {i}", "worker", "--backend", backend) for i in (1, 2)]
+        server, url = await start_server("--backend", backend, "--no-worker")
+        for w in workers:
+            await w.expect("worker pid=")
+        submit, submit_doomed = await asyncio.gather(
+            client_process("submit", "submit", "--url", url, "--label", "build",
+                           "--seconds", str(seconds), "--steps", "8"),
+            client_process("submit doomed", "submit", "--url", url, "--label", "doomed",
+                           "--seconds", str(seconds * 10)))
+        task_id, to_cancel = submit.lines[-1], submit_doomed.lines[-1]
+        watch, cancel = await asyncio.gather(
+            client_process("watch", "watch", "--url", url, task_id),
+            client_process("cancel", "cancel", "--url", url, to_cancel))
+        fetched = await asyncio.gather(*(client_process(f"result {i}", "result", "--url", url,
+                                                        task_id) for i in (1, 2)))
+        views = {c.name: c.lines for c in (server, *workers, submit, submit_doomed, watch,
+                                           cancel, *fetched)}
+    results = [json.loads(c.lines[-1]) for c in fetched]
+    worker_pids = {int(w.lines[0].split("pid=")[1].split()[0]) for w in workers}
+    server_pid = int(server.lines[0].split("pid=")[1].split()[0])
+    return Report(
+        pattern="distributed",
+        proved="one task, many processes: accepted by one, run by another, watched and "
+               "fetched by others",
+        ideal=seconds,
+        took=now() - t0,
+        checks={"a worker ran it, not the server": results[0]["pid"] in worker_pids
+                and results[0]["pid"] != server_pid,
+                "the watcher saw progress, then the end": any("step" in l for l in watch.lines)
+                and watch.lines[-1].endswith("completed"),
+                "two processes fetched the same result": results[0] == results[1],
+                "the cancelled task is cancelled": cancel.lines[-1] == "cancelled"},
+        facts={"task_id": task_id, "result": results[0], **{
+            f"{name} said": lines[-3:] if name == "watch" else lines[-1] for name, lines
+            in views.items()}},
+    )
+
+
+# --------------------------------------------------------------------------
+# 6. The bench: what a task costs, in numbers
 # --------------------------------------------------------------------------
 
 LIBRARY_DEFAULT_POLL = TaskConfig().poll_interval  # 5 s
@@ -1178,7 +1599,7 @@ async def bench(quick: bool) -> dict:
 
 
 # --------------------------------------------------------------------------
-# 6. Presentation: print what the patterns observed
+# 7. Presentation: print what the patterns observed
 # --------------------------------------------------------------------------
 
 STATE_STYLE = {"completed": "green", "failed": "red", "cancelled": "yellow",
@@ -1291,6 +1712,12 @@ def show_bench(console: Console, figures: dict) -> None:
 
 async def run(pattern: str, scale: float) -> bool:
     console = Console()
+    if pattern in STORIES:
+        console.rule(f"[bold]{pattern}[/] — {STORIES[pattern]}")
+        report = await {"tenants": tenants, "restart": restart,
+                        "distributed": distributed}[pattern](scale)
+        show(console, report)
+        return report.holds
     names = list(LEARNING_ORDER) if pattern == "all" else [pattern]
     reports = [await run_pattern(name, scale, console) for name in names]
     if pattern == "all":
@@ -1303,14 +1730,27 @@ def main(args: argparse.Namespace) -> int:
     # every such error with a full traceback. Here that would bury the lesson.
     for noisy in ("docket", "fastmcp_tasks"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
-    if args.pattern == "bench":
-        figures = asyncio.run(bench(args.quick))
-        if args.json:
-            print(json.dumps(figures, indent=2))
-        else:
-            show_bench(Console(), figures)
-        return 0
-    return 0 if asyncio.run(run(args.pattern, args.scale)) else 1
+    try:
+        if args.pattern == "bench":
+            figures = asyncio.run(bench(args.quick))
+            if args.json:
+                print(json.dumps(figures, indent=2))
+            else:
+                show_bench(Console(), figures)
+            return 0
+        if args.pattern == "serve":
+            asyncio.run(serve(args.port, args.backend, not args.no_worker, args.tokens))
+            return 0
+        if args.pattern == "worker":
+            asyncio.run(worker(args.backend))
+            return 0
+        if args.pattern == "task":
+            print(asyncio.run(task_command(args)))
+            return 0
+        return 0 if asyncio.run(run(args.pattern, args.scale)) else 1
+    except DemoError as error:
+        print(f"tasks_demo.py: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def test_compare_ratios_measured_in_one_run():
 
 def test_direct_await_returns_the_input():
     r = run(demo.direct_await, SCALE)
-    assert r.facts["result"] == {"label": "A", "seconds": 1 * SCALE, "steps": 5}
+    assert r.facts["result"] == {"label": "A", "seconds": 1 * SCALE, "steps": 5, "pid": os.getpid()}
     assert r.facts["state"] == "completed"
 
 
@@ -102,7 +102,7 @@ def test_crash_leaves_the_result_and_no_rerun():
     r = run(demo.crash, SCALE)
     assert r.facts["steps_before_crash"][0] == "start"  # died mid-task:
     assert "done" not in r.facts["steps_before_crash"]  # started, not finished
-    assert r.facts["result"] == {"label": "K", "seconds": 2 * SCALE, "steps": 5}
+    assert r.facts["result"] == {"label": "K", "seconds": 2 * SCALE, "steps": 5, "pid": os.getpid()}
     assert r.facts["body_runs"] == 1
 
 
