@@ -161,6 +161,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         else:
             command.add_argument("task_id")
     args = parser.parse_args(argv)
+    shared = getattr(args, "backend", "").startswith("redis")
+    if args.pattern == "worker" and not shared:
+        parser.error("a worker in its own process needs a shared backend: "
+                     "--backend redis://HOST:PORT/DB")
+    if args.pattern == "serve" and args.no_worker and not shared:
+        parser.error("--no-worker needs a shared backend (--backend redis://...): "
+                     "with memory:// nothing else could run the tasks")
     if args.pattern == "serve":
         args.tokens = {}
         for pair in args.token or []:
@@ -1183,9 +1190,6 @@ async def serve(port: int, backend: str, worker: bool, tokens: dict[str, str]) -
     """Serve the tools over streamable HTTP until stopped."""
     if backend.startswith("redis"):
         await require_redis(backend)
-    elif not worker:
-        raise DemoError("--no-worker needs a shared backend (--backend redis://...): "
-                        "with memory:// nothing else could run the tasks")
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", port)) == 0:
             raise DemoError(f"port {port} is in use: choose another --port")
@@ -1204,9 +1208,6 @@ async def worker(backend: str) -> None:
     The same as fastmcp-tasks' own worker command:
     FASTMCP_DOCKET_URL=redis://... python -m fastmcp_tasks.worker_cli worker tasks_demo.py:mcp
     """
-    if not backend.startswith("redis"):
-        raise DemoError("a worker in its own process needs a shared backend: "
-                        "--backend redis://HOST:PORT/DB")
     await require_redis(backend)
     server = build_server(backend=backend, queue="tasks-demo")
     async with server._lifespan_manager():  # the lifespan runs the Docket worker
@@ -1413,7 +1414,8 @@ async def restart(scale: float) -> Report:
 
 async def distributed(scale: float) -> Report:
     """Redis, a server that only accepts, two workers, and a process per client step."""
-    seconds = 8 * scale  # long enough to watch: a client process takes ~3 s to start
+    # Long enough to watch: a client process takes ~3 s to start, at any scale.
+    seconds = max(8 * scale, 6.0)
     t0 = now()
     async with story_processes():
         backend = await start_redis()

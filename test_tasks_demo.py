@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -260,6 +261,77 @@ def test_script_header_names_the_project_dependencies():
     project = tomllib.loads((HERE / "pyproject.toml").read_text())["project"]
     assert header["dependencies"] == project["dependencies"]
     assert header["requires-python"] == project["requires-python"]
+
+
+# -- beyond one process: real processes on loopback -------------------------
+
+# CI installs redis-server and must not skip these; elsewhere they skip.
+needs_redis = pytest.mark.skipif(
+    shutil.which("redis-server") is None and not os.environ.get("CI"),
+    reason="redis-server is not installed (apt-get install redis-server)")
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_tenants_a_task_is_found_by_its_owner_only():
+    r = run(demo.tenants, 0.2)
+    # Alice submitted in one process and fetched from another.
+    assert r.facts["alice_sees"].startswith("found: ")
+    assert json.loads(r.facts["alice_sees"][7:])["label"] == "alice-report"
+    assert "not found" in r.facts["bob_sees"]
+    assert "HTTP 401" in r.facts["no token_sees"]
+    assert r.facts["id_entropy_bits"] == 256
+
+
+@needs_redis
+def test_restart_a_sigkilled_servers_task_completes_once():
+    r = run(demo.restart, 0.5)
+    assert r.facts["after_restart"][-1] == "completed"
+    result = r.facts["result"]
+    assert (result["label"], result["seconds"], result["steps"]) == ("R", 3.0, 12)
+    assert r.checks["finished by the new server"]
+    assert r.checks["same result when fetched again"]
+    # The work can only restart once the dead worker's claim has expired.
+    timeout = demo.REDELIVERY_TIMEOUT.total_seconds()
+    assert timeout <= r.facts["work_restarted_after_s"] < timeout + 10
+
+
+@needs_redis
+def test_distributed_one_task_many_processes():
+    r = run(demo.distributed, 0.5)
+    assert r.facts["result"]["label"] == "build"
+    assert r.facts["result 1 said"] == r.facts["result 2 said"]
+    assert r.checks["a worker ran it, not the server"]
+    assert r.checks["the watcher saw progress, then the end"]
+    assert r.facts["cancel said"] == "cancelled"
+    assert not demo.CHILDREN  # every process it started is gone
+
+
+@pytest.mark.parametrize("args, says", [
+    (["task", "status", "--url", "http://127.0.0.1:9/mcp", "some-id"], "cannot reach"),
+    (["task", "submit", "--url", "http://127.0.0.1:9/mcp"], "cannot reach"),
+    (["serve", "--backend", "redis://127.0.0.1:9/0"], "cannot reach Redis"),
+    (["worker", "--backend", "redis://127.0.0.1:9/0"], "cannot reach Redis"),
+])
+def test_unreachable_things_are_one_line_errors(args, says):
+    assert says in one_line_error(script(*args))
+
+
+@pytest.mark.parametrize("args, says", [
+    (["worker", "--backend", "memory://"], "needs a shared backend"),
+    (["serve", "--no-worker"], "needs a shared backend"),
+    (["serve", "--token", "no-equals-sign"], "NAME=TOKEN"),
+    (["task", "status"], "task_id"),
+])
+def test_bad_distributed_arguments_exit_2_at_once(args, says):
+    result = script(*args)
+    assert result.returncode == 2 and says in one_line_error(result)
 
 
 # -- the bench ----------------------------------------------------------------
