@@ -17,13 +17,19 @@ task, tasks/get, tasks/update, tasks/cancel), not a simulation.
     uv run tasks_demo.py poll         # one pattern: a live dashboard
     uv run tasks_demo.py --scale 0.2 all   # the same, five times faster
 
+Beyond one process: `serve` over HTTP, `worker` processes on Redis, and
+`task submit|status|watch|result|cancel` from any other process; the
+`tenants`, `restart` and `distributed` stories run them all for you.
+`bench` measures what a task costs.
+
 The server is also a module-level object, so any MCP client can use it:
 
     uv run fastmcp run tasks_demo.py:mcp --transport http
 
-Read top to bottom: the command line, the server and its tools, then the
-client patterns in the order a learner meets them, then the thin layer that
-prints what each pattern observed.
+Read top to bottom: the command line, the server and its tools, client
+helpers, the patterns in the order a learner meets them, the same server
+across processes, the bench, and the thin layer that prints what each
+pattern observed.
 """
 
 from __future__ import annotations
