@@ -138,8 +138,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     serve.add_argument("--no-worker", action="store_true",
                        help="accept tasks but leave running them to `worker` processes")
     serve.add_argument("--token", action="append", metavar="NAME=TOKEN",
-                       default=os.environ.get("TASKS_DEMO_TOKENS", "").split(",") if
-                       os.environ.get("TASKS_DEMO_TOKENS") else None,
                        help="require bearer tokens; repeat for each client "
                             "(or TASKS_DEMO_TOKENS=alice=...,bob=...)")
     worker = commands.add_parser("worker", help="run tasks for a server that shares a Redis")
@@ -176,7 +174,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                      "with memory:// nothing else could run the tasks")
     if args.pattern == "serve":
         args.tokens = {}
-        for pair in args.token or []:
+        from_env = os.environ.get("TASKS_DEMO_TOKENS")
+        for pair in args.token or (from_env.split(",") if from_env else []):
             name, _, token = pair.partition("=")
             if not name or not token:
                 parser.error(f"--token takes NAME=TOKEN, got {pair!r}")
@@ -1175,6 +1174,8 @@ async def remote(url: str, token: str | None) -> AsyncIterator[Client]:
             raise DemoError(f"{url} refused the token (HTTP {status}): check --token") from None
         raise DemoError(f"{url}: {error}") from None
     except (OSError, RuntimeError) as error:
+        if isinstance(error, RuntimeError) and "failed to connect" not in str(error):
+            raise
         raise DemoError(f"cannot reach {url} ({error}): is `tasks_demo.py serve` "
                         "running there? check --url") from None
 
@@ -1232,9 +1233,10 @@ async def task_command(args: argparse.Namespace) -> str:
             status = await task.status()
             return f"{state_of(status)} {status.status_message or ''}".strip()
         if args.action == "watch":
-            printed = lambda s: print(f"{s.at:6.2f} s  {s.state:16}  {s.message or ''}",
-                                      flush=True)
-            return " → ".join(transitions(await follow(task, now(), on_sample=printed)))
+            def show_line(sample: Sample) -> None:
+                print(f"{sample.at:6.2f} s  {sample.state:16}  {sample.message or ''}",
+                      flush=True)
+            return " → ".join(transitions(await follow(task, now(), on_sample=show_line)))
         if args.action == "cancel":
             await task.cancel()
             return state_of(await task.status())
