@@ -323,6 +323,13 @@ def test_unreachable_things_are_one_line_errors(args, says):
     assert says in one_line_error(script(*args))
 
 
+def test_a_story_without_redis_names_the_package(tmp_path):
+    # A PATH with no redis-server on it (the script runs by absolute path).
+    result = script("distributed", env={**os.environ, "PATH": str(tmp_path)})
+    assert "install the redis-server package" in one_line_error(result)
+    assert result.returncode == 1
+
+
 @pytest.mark.parametrize("args, says", [
     (["worker", "--backend", "memory://"], "needs a shared backend"),
     (["serve", "--no-worker"], "needs a shared backend"),
