@@ -1021,8 +1021,11 @@ async def limits(scale: float) -> Report:
             histories = await asyncio.gather(*(follow(t, start) for t in accepted.values()))
             drained_s = now() - start
             results = [(await t.result()).data["label"] for t in accepted.values()]
-    # When the client first saw each task running: the waves of the queue.
-    started_at = sorted(next(s.at for s in h if s.state == "working") for h in histories)
+    # When the client first saw each task out of the queue: the waves. (A
+    # short task may run and finish between two polls, so "out of the queue"
+    # is any state but queued.)
+    started_at = sorted(next(s.at for s in h if s.state != "working (queued)")
+                        for h in histories)
     seen_queued = sum("working (queued)" in transitions(h) for h in histories)
     waves = math.ceil(len(accepted) / concurrency)
     return Report(
