@@ -163,7 +163,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             command.add_argument("--seconds", type=positive_finite, default=10.0)
             command.add_argument("--steps", type=int, default=10)
         else:
-            command.add_argument("task_id")
+            command.add_argument("task_id", help="the id, or - to read it from stdin "
+                                                 "(task submit | task watch -)")
     args = parser.parse_args(argv)
     shared = getattr(args, "backend", "").startswith("redis")
     if args.pattern == "worker" and not shared:
@@ -1227,6 +1228,8 @@ async def worker(backend: str) -> None:
 
 async def task_command(args: argparse.Namespace) -> str:
     """`task submit|status|watch|result|cancel`: what to print."""
+    if getattr(args, "task_id", None) == "-":
+        args.task_id = (await asyncio.to_thread(sys.stdin.readline)).strip()
     async with remote(args.url, args.token) as client:
         if args.action == "submit":
             work = {"label": args.label, "seconds": args.seconds, "steps": args.steps}
@@ -1236,10 +1239,14 @@ async def task_command(args: argparse.Namespace) -> str:
             status = await task.status()
             return f"{state_of(status)} {status.status_message or ''}".strip()
         if args.action == "watch":
-            def show_line(sample: Sample) -> None:
-                print(f"{sample.at:6.2f} s  {sample.state:16}  {sample.message or ''}",
-                      flush=True)
-            return " → ".join(transitions(await follow(task, now(), on_sample=show_line)))
+            last_seen: list[tuple] = [()]
+
+            def show_change(sample: Sample) -> None:  # one line per change, not per poll
+                if (sample.state, sample.message) != last_seen[0]:
+                    last_seen[0] = (sample.state, sample.message)
+                    print(f"{sample.at:6.2f} s  {sample.state:16}  {sample.message or ''}",
+                          flush=True)
+            return " → ".join(transitions(await follow(task, now(), on_sample=show_change)))
         if args.action == "cancel":
             await task.cancel()
             return state_of(await task.status())
@@ -1266,8 +1273,8 @@ class Child:
     def __init__(self, name: str, *command: str):
         self.name, self.lines = name, []
         self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         CHILDREN.append(self.process)
         threading.Thread(target=self._collect, daemon=True).start()
 
@@ -1297,6 +1304,10 @@ class Child:
         if code != 0:
             raise DemoError(f"{self.name} failed: {' / '.join(self.lines[-3:])}")
         return self.lines[-1] if self.lines else ""
+
+    def send(self, line: str) -> None:
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.close()
 
     def kill(self) -> None:
         self.process.kill()
@@ -1425,13 +1436,16 @@ async def restart(scale: float) -> Report:
 
 async def distributed(scale: float) -> Report:
     """Redis, a server that only accepts, two workers, and a process per client step."""
-    # Long enough to watch: a client process takes ~3 s to start, at any scale.
-    seconds = max(8 * scale, 6.0)
+    seconds = 8 * scale
     t0 = now()
     async with story_processes():
         backend = await start_redis()
         workers = [Child.demo(f"worker {i}", "worker", "--backend", backend) for i in (1, 2)]
         server, url = await start_server("--backend", backend, "--no-worker")
+        # The watcher starts now and waits for the id on stdin, like the right
+        # side of `task submit | task watch -`: a process takes seconds to
+        # start, and the work should not be over before it is watched.
+        watch = Child.demo("watch", "task", "watch", "--url", url, "-")
         for w in workers:
             await w.expect("worker pid=")
         submit, submit_doomed = await asyncio.gather(
@@ -1440,13 +1454,13 @@ async def distributed(scale: float) -> Report:
             client_process("submit doomed", "submit", "--url", url, "--label", "doomed",
                            "--seconds", str(seconds * 10)))
         task_id, to_cancel = submit.lines[-1], submit_doomed.lines[-1]
-        watch, cancel = await asyncio.gather(
-            client_process("watch", "watch", "--url", url, task_id),
-            client_process("cancel", "cancel", "--url", url, to_cancel))
+        watch.send(task_id)
+        cancel = await client_process("cancel", "cancel", "--url", url, to_cancel)
+        await watch.finish()
         fetched = await asyncio.gather(*(client_process(f"result {i}", "result", "--url", url,
                                                         task_id) for i in (1, 2)))
-        views = {c.name: c.lines for c in (server, *workers, submit, submit_doomed, watch,
-                                           cancel, *fetched)}
+        views = {c.name: [c.lines[0]] if c in (server, *workers) else c.lines
+                 for c in (server, *workers, submit, submit_doomed, watch, cancel, *fetched)}
     results = [json.loads(c.lines[-1]) for c in fetched]
     worker_pids = {int(w.lines[0].split("pid=")[1].split()[0]) for w in workers}
     server_pid = int(server.lines[0].split("pid=")[1].split()[0])
@@ -1462,9 +1476,9 @@ async def distributed(scale: float) -> Report:
                 and watch.lines[-1].endswith("completed"),
                 "two processes fetched the same result": results[0] == results[1],
                 "the cancelled task is cancelled": cancel.lines[-1] == "cancelled"},
-        facts={"task_id": task_id, "result": results[0], **{
-            f"{name} said": lines[-3:] if name == "watch" else lines[-1] for name, lines
-            in views.items()}},
+        facts={"task_id": task_id, "result": results[0],
+               **{f"{name} said": lines[-1] for name, lines in views.items()},
+               "watch saw": [line.split("  ")[-1] for line in watch.lines if "step" in line]},
     )
 
 
