@@ -680,7 +680,10 @@ async def direct_await(scale: float) -> Report:
         took=now() - t0,
         checks={"result is the input": result.data["label"] == "A",
                 "task ended completed": final.status == "completed"},
-        facts={"task_id": task.task_id, "result": result.data, "state": final.status},
+        facts={"task_id": task.task_id, "result": result.data, "state": final.status,
+               # What the server tells every client about the task:
+               "poll_every_ms": final.poll_interval_ms,
+               "result_kept_for_min": final.ttl_ms // 60_000},
     )
 
 

@@ -52,6 +52,8 @@ def test_direct_await_returns_the_input():
     r = run(demo.direct_await, SCALE)
     assert r.facts["result"] == {"label": "A", "seconds": 1 * SCALE, "steps": 5, "pid": os.getpid()}
     assert r.facts["state"] == "completed"
+    assert r.facts["poll_every_ms"] == 20  # our TaskConfig, advertised to the client
+    assert r.facts["result_kept_for_min"] == 15  # Docket's execution TTL
 
 
 def test_200_concurrent_tasks_each_returned_exactly_once():
@@ -187,16 +189,23 @@ def test_attach_to_an_unknown_id_is_not_found():
         asyncio.run(attach_unknown())
 
 
-def test_demos_are_isolated_from_each_other():
-    async def two_servers():
-        async with demo.serving() as (first, _), demo.serving() as (second, _):
-            async with demo.Client(first) as a, demo.Client(second) as b:
-                task = await demo.call_tool_task(a, "work", {"label": "mine", "seconds": 0.01})
-                await task
-                await demo.attach(b, task.task_id, "work")
+async def seen_from_second_server(first, second) -> str:
+    """Submit on one server, look the task up on the other."""
+    async with first._lifespan_manager(), second._lifespan_manager():
+        async with demo.Client(first) as a, demo.Client(second) as b:
+            task = await demo.call_tool_task(a, "work", {"label": "mine", "seconds": 0.01})
+            await task
+            try:
+                return (await (await demo.attach(b, task.task_id, "work")).status()).status
+            except demo.MCPError as error:
+                return str(error)
 
-    with pytest.raises(demo.MCPError, match="not found"):
-        asyncio.run(two_servers())
+
+def test_servers_on_one_memory_queue_share_tasks_so_demos_use_fresh_queues():
+    same = [demo.build_server(backend="memory://", queue="shared") for _ in range(2)]
+    assert asyncio.run(seen_from_second_server(*same)) == "completed"
+    fresh = [demo.build_server(backend="memory://", queue=f"q{i}") for i in range(2)]
+    assert asyncio.run(seen_from_second_server(*fresh)).endswith("not found")
 
 
 # -- the script as a learner runs it ---------------------------------------
