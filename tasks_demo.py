@@ -1279,7 +1279,8 @@ class Child:
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         CHILDREN.append(self.process)
-        threading.Thread(target=self._collect, daemon=True).start()
+        self._reader = threading.Thread(target=self._collect, daemon=True)
+        self._reader.start()
 
     @classmethod
     def demo(cls, name: str, *args: str) -> Child:
@@ -1292,10 +1293,13 @@ class Child:
     async def expect(self, text: str, timeout: float = 30) -> str:
         deadline = now() + timeout
         while now() < deadline:
+            exited = self.process.poll() is not None
+            if exited:
+                await asyncio.to_thread(self._reader.join)  # read what it left
             for line in self.lines:
                 if text in line:
                     return line
-            if self.process.poll() is not None and not any(text in l for l in self.lines):
+            if exited:
                 raise DemoError(f"{self.name} exited: {' / '.join(self.lines[-3:])}")
             await asyncio.sleep(0.02)
         raise DemoError(f"{self.name} did not print {text!r} within {timeout:.0f} s")
@@ -1303,7 +1307,7 @@ class Child:
     async def finish(self, timeout: float = 60) -> str:
         """Wait for the process to exit; its last line, or an error."""
         code = await asyncio.to_thread(self.process.wait, timeout)
-        await asyncio.sleep(0.05)  # let the reader thread take the last lines
+        await asyncio.to_thread(self._reader.join)  # every line read, to the end
         if code != 0:
             raise DemoError(f"{self.name} failed: {' / '.join(self.lines[-3:])}")
         return self.lines[-1] if self.lines else ""
@@ -1419,7 +1423,7 @@ async def restart(scale: float) -> Report:
             samples = await follow(task, t0)
             result = (await task.result()).data
             again = (await task.result()).data
-        server_pids = [int(c.lines[0].split("pid=")[1].split()[0]) for c in (first, second)]
+        server_pids = [first.process.pid, second.process.pid]
     restarted = next(s.at for s in samples if s.message and "started" in s.message)
     return Report(
         pattern="restart",
@@ -1465,8 +1469,8 @@ async def distributed(scale: float) -> Report:
         views = {c.name: [c.lines[0]] if c in (server, *workers) else c.lines
                  for c in (server, *workers, submit, submit_doomed, watch, cancel, *fetched)}
     results = [json.loads(c.lines[-1]) for c in fetched]
-    worker_pids = {int(w.lines[0].split("pid=")[1].split()[0]) for w in workers}
-    server_pid = int(server.lines[0].split("pid=")[1].split()[0])
+    worker_pids = {w.process.pid for w in workers}
+    server_pid = server.process.pid
     return Report(
         pattern="distributed",
         proved="one task, many processes: accepted by one, run by another, watched and "
