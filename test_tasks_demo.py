@@ -334,6 +334,32 @@ def test_unreachable_things_are_one_line_errors(args, says):
     assert says in one_line_error(script(*args))
 
 
+def test_ctrl_c_during_a_story_leaves_nothing_running():
+    process = subprocess.Popen([sys.executable, str(HERE / "tasks_demo.py"), "tenants"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    deadline = time.perf_counter() + 30
+    # Until the server is up and a client process started after it.
+    while len(children.read_text().split()) < 2:
+        assert time.perf_counter() < deadline and process.poll() is None
+        time.sleep(0.05)
+    started = [int(pid) for pid in children.read_text().split()]
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=10) == 130
+    # Killed: gone, or a zombie left for init to reap. SIGKILL lands at once,
+    # but the kernel may take a moment to show it.
+    def running(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.perf_counter() + 5
+    while any(running(pid) for pid in started) and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in started if running(pid)]
+
+
 def test_a_story_without_redis_names_the_package(tmp_path):
     # A PATH with no redis-server on it (the script runs by absolute path).
     result = script("distributed", env={**os.environ, "PATH": str(tmp_path)})
