@@ -1,35 +1,52 @@
 # /// script
 # requires-python = ">=3.10"
-# dependencies = [
-#     "fastmcp[tasks]>=4.1.2,<5",
+# dependencies = [  # what this file imports; all but rich come with fastmcp[tasks]
+#     "fastmcp[tasks]>=4.1.4,<5",
+#     "mcp",
+#     "mcp-types",
+#     "pydantic",
 #     "pydocket",
+#     "redis",
 #     "rich",
+#     "uvicorn",
 # ]
+# [tool.uv]
+# exclude-newer = "2026-11-24T00:00:00Z"  # the same date as pyproject.toml: same versions
+# compile-bytecode = true  # imports take half as long where Python may not cache them
 # ///
-"""MCP background tasks, every pattern, running for real.
+"""MCP background tasks, taught by running them.
 
-One file: an MCP server with timed tools, and one client pattern per
-subcommand. Everything runs in this process over FastMCP's in-memory
-transport, so what you see is the real protocol (tools/call answered with a
-task, tasks/get, tasks/update, tasks/cancel), not a simulation.
+A background task is a tool call the server answers with a task id instead of
+a result (SEP-2663, the `io.modelcontextprotocol/tasks` extension). The work
+runs on the server. Any client holding the id asks `tasks/get` for the state,
+the latest status message and, at the end, the result; `tasks/update` answers
+a question the task asked; `tasks/cancel` stops it.
 
-    uv run tasks_demo.py all          # every pattern, in learning order
-    uv run tasks_demo.py poll         # one pattern: a live dashboard
-    uv run tasks_demo.py --scale 0.2 all   # the same, five times faster
+What a task guarantees (each lesson below shows one, and checks it):
+- the work goes on with no client connected: a client that closed, or whose
+  process was killed, comes back by id and gets the result;
+- everyone holding the id sees the same state and the same result, which the
+  server keeps for 15 minutes after the end;
+- cancel stops the body; a tool's own error is an answer (`completed`, with
+  isError); only a protocol error ends `failed`;
+- a task can stop to ask the client a question, and resume with the answer;
+- a worker runs at most `concurrency` bodies at once; the rest wait, queued.
+What it does not give you:
+- speed: asyncio.gather is just as concurrent (lesson `compare`);
+- queued versus running: the protocol says `working` for both (our tools say
+  when they start: see `observed`);
+- exactly once across processes: on Redis, a task whose worker died runs
+  again on another (at least once; docs/deployment.md);
+- privacy by itself: without authentication the id is the only key.
 
-Beyond one process: `serve` over HTTP, `worker` processes on Redis, and
-`task submit|status|watch|result|cancel` from any other process; the
-`tenants`, `restart` and `distributed` stories run them all for you.
-`bench` measures what a task costs.
+    uv run tasks_demo.py all              # every lesson, in this order
+    uv run tasks_demo.py poll             # one of them
+    uv run tasks_demo.py --scale 0.2 all  # five times faster
+    uv run tasks_demo.py --help           # the stories past one process; bench
 
-The server is also a module-level object, so any MCP client can use it:
-
-    uv run fastmcp run tasks_demo.py:mcp --transport http
-
-Read top to bottom: the command line, the server and its tools, client
-helpers, the patterns in the order a learner meets them, the same server
-across processes, the bench, and the thin layer that prints what each
-pattern observed.
+Read down to the line marked MACHINERY: above it are the server, its tools,
+the client recipes and every lesson; below it, printing, the command line,
+the multi-process stories and the bench.
 """
 
 from __future__ import annotations
@@ -37,6 +54,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import json
 import logging
 import math
@@ -52,177 +70,23 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-# --------------------------------------------------------------------------
-# 1. The command line, parsed before anything heavy is imported
-# --------------------------------------------------------------------------
-# Importing fastmcp and its tasks package takes a couple of seconds. `--help`
-# and a mistyped argument should answer at once, so the parser lives up here
-# and runs before those imports (see the bottom of this block).
-
-PATTERNS = {
-    "compare": "3 s, 2 s and 1 s of work: sequential, asyncio.gather, background tasks",
-    "await": "submit a task and await its result directly",
-    "many": "many tasks at once, gathered; every result comes back exactly once",
-    "poll": "a live dashboard of several tasks, then each task's state transitions",
-    "fire-and-forget": "submit, do other work, come back; wait() with a timeout",
-    "reconnect": "close the client, open a new one, attach by task id",
-    "crash": "the submitting client dies mid-task; the work neither stops nor runs twice",
-    "teammates": "A submits and shares the id, B watches, C waits and notifies",
-    "cancel": "cancel a running task; its body stops",
-    "failure": "a tool error (completed, isError) versus a protocol error (failed)",
-    "input": "a task pauses in input_required; the client answers; it resumes",
-    "limits": "at most N tasks run at once; submissions are rate-limited per client",
-    "research": "a deep-research mock: one long task, then the same as composed tasks",
-    "instant": "a plain tool for contrast: never a task",
-    "all": "every pattern above, in this order, with a summary",
-}
-# Beyond one process: the stories start every process they need themselves.
-STORIES = {
-    "tenants": "bearer tokens: a task is found by its owner from another process, by nobody else",
-    "restart": "Redis: SIGKILL the server mid-task, start it again, the task still finishes",
-    "distributed": "Redis, a submit-only server, two workers, a client process per step",
-}
-BENCH = "measure: result lag, task overhead, throughput, compare, cold start"
-DEFAULT_URL = "http://127.0.0.1:8000/mcp"
-
-
-class _OneLineErrors(argparse.ArgumentParser):
-    """An argparse parser whose errors are a single line and exit status 2."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def positive_finite(text: str) -> float:
-    """Parse --scale: a number that is finite and greater than zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = _OneLineErrors(
-        prog="tasks_demo.py",
-        description="MCP background tasks on FastMCP 4, every pattern running for real.",
-    )
-    scale_help = "multiply every duration (0.1 runs ten times faster); default 1"
-    parser.add_argument("--scale", type=positive_finite, default=1.0, help=scale_help)
-    commands = parser.add_subparsers(dest="pattern", metavar="PATTERN", required=True)
-    for name, summary in (PATTERNS | STORIES).items():
-        command = commands.add_parser(name, help=summary, description=summary)
-        # Accept --scale after the pattern too; SUPPRESS keeps the subparser
-        # from overwriting a value given before the pattern.
-        command.add_argument(
-            "--scale", type=positive_finite, default=argparse.SUPPRESS, help=scale_help
-        )
-    bench = commands.add_parser("bench", help=BENCH, description=BENCH)
-    bench.add_argument("--quick", action="store_true", help="a smaller run, in seconds")
-    bench.add_argument("--json", action="store_true", help="print the figures as JSON")
-
-    # The pieces the stories are made of, to run by hand in separate terminals.
-    serve = commands.add_parser("serve", help="serve the tools over HTTP on 127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--backend", default="memory://",
-                       help="memory:// (this process) or redis://HOST:PORT/DB (shared)")
-    serve.add_argument("--no-worker", action="store_true",
-                       help="accept tasks but leave running them to `worker` processes")
-    serve.add_argument("--token", action="append", metavar="NAME=TOKEN",
-                       help="require bearer tokens; repeat for each client "
-                            "(or TASKS_DEMO_TOKENS=alice=...,bob=...)")
-    worker = commands.add_parser("worker", help="run tasks for a server that shares a Redis")
-    worker.add_argument("--backend", required=True, help="redis://HOST:PORT/DB")
-
-    task = commands.add_parser("task", help="submit, status, watch, result, cancel: "
-                                            "a client of a `serve` process, by task id")
-    actions = task.add_subparsers(dest="action", metavar="ACTION", required=True)
-    client_help = {
-        "submit": "submit a work task, print its id and exit",
-        "status": "print a task's state and status message",
-        "watch": "follow a task's progress until it ends",
-        "result": "wait for a task's result and print it",
-        "cancel": "cancel a task",
-    }
-    for name, summary in client_help.items():
-        command = actions.add_parser(name, help=summary, description=summary)
-        command.add_argument("--url", default=DEFAULT_URL)
-        command.add_argument("--token", default=os.environ.get("TASKS_DEMO_TOKEN"),
-                             help="bearer token (or TASKS_DEMO_TOKEN)")
-        if name == "submit":
-            command.add_argument("--label", default="job")
-            command.add_argument("--seconds", type=positive_finite, default=10.0)
-            command.add_argument("--steps", type=int, default=10)
-        else:
-            command.add_argument("task_id", help="the id, or - to read it from stdin "
-                                                 "(task submit | task watch -)")
-    args = parser.parse_args(argv)
-    shared = getattr(args, "backend", "").startswith("redis")
-    if args.pattern == "worker" and not shared:
-        parser.error("a worker in its own process needs a shared backend: "
-                     "--backend redis://HOST:PORT/DB")
-    if args.pattern == "serve" and args.no_worker and not shared:
-        parser.error("--no-worker needs a shared backend (--backend redis://...): "
-                     "with memory:// nothing else could run the tasks")
-    if args.pattern == "serve":
-        args.tokens = {}
-        from_env = os.environ.get("TASKS_DEMO_TOKENS")
-        for pair in args.token or (from_env.split(",") if from_env else []):
-            name, _, token = pair.partition("=")
-            if not name or not token:
-                parser.error(f"--token takes NAME=TOKEN, got {pair!r}")
-            args.tokens[token] = name
-    return args
-
-
-CHILDREN: list = []  # processes a story started: none may outlive it
-
-
-def exit_on_ctrl_c(signum, frame) -> None:
-    """Ctrl-C: leave at once, without a traceback, with the usual status 130.
-
-    The default would raise KeyboardInterrupt wherever the program happens to
-    be, and then Docket's worker would shut down gracefully: it waits for every
-    running task to finish first, as long as the longest one. Here the tasks
-    live in memory and die with the process anyway, so there is nothing to
-    wait for. Processes a story started go with it.
-    """
-    for child in CHILDREN:
-        child.kill()
-    sys.stdout.flush()
-    if sys.stdout.isatty():
-        sys.stdout.write("\x1b[?25h")  # show the cursor a live dashboard hid
-    sys.stderr.write("\ninterrupted\n")
-    os._exit(130)
-
-
-if __name__ == "__main__":
-    signal.signal(signal.SIGINT, exit_on_ctrl_c)
-    ARGS = parse_args(sys.argv[1:])
-
-
-# --------------------------------------------------------------------------
-# 2. The server
-# --------------------------------------------------------------------------
-
-# The heavy imports, after the parser on purpose.
 from fastmcp import Client, Context, FastMCP
 from fastmcp.dependencies import CurrentContext
 from fastmcp.exceptions import ToolError
-from fastmcp.server.auth.providers.jwt import StaticTokenVerifier
+from docket.dependencies import current_execution
+from fastmcp.server.dependencies import get_access_token
 from fastmcp.server.middleware import Middleware
 from fastmcp.server.middleware.rate_limiting import RateLimitError, TokenBucketRateLimiter
 from fastmcp.utilities.tasks import TaskConfig
 from fastmcp_tasks import TasksExtension, ToolTask, call_tool_task
+from fastmcp_tasks.context import get_task_context
 from fastmcp_tasks.client_models import (
     ClientCreateTaskResult,
     ClientGetTaskResult,
@@ -231,22 +95,42 @@ from fastmcp_tasks.client_models import (
 )
 from mcp.shared.exceptions import MCPError
 from mcp_types import REQUEST_TIMEOUT, ElicitRequest, ElicitRequestFormParams, InputRequiredResult
-from rich.console import Console
-from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
+from pydantic import Field
 
-# How often a client should poll a task. The server sends this as the task's
-# `pollIntervalMs`; FastMCP's client starts at 20 ms and doubles up to it. The
-# library default is 5 s, which makes a 3 s task look done at ~5.1 s. 20 ms,
-# the client's floor, means a flat 20 ms cadence: a finished task is seen
-# ~20 ms late (median, `bench`), at the price of 50 tasks/get a second per
-# waiting client. Right for a demo of second-long tasks, wasteful for
-# hour-long ones, where seconds are the honest choice.
+# ==========================================================================
+# 1. The server: one FastMCP app, the tasks extension, the tools
+# ==========================================================================
+
+# How often a client should poll, sent with every task as `pollIntervalMs`.
+# The library default is 5 s, so a 3 s task is seen done at ~5 s. At 20 ms
+# (the client's floor) a finished task is seen ~20 ms late (see `bench`), at
+# the price of 50 tasks/get a second per waiting client: right for these
+# second-long tasks; for hour-long ones, choose seconds.
 POLL_INTERVAL = timedelta(milliseconds=20)
 
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
+# `optional`: a background task when the client asks for one, a plain call
+# for clients that don't speak the tasks extension.
+TASK = TaskConfig(mode="optional", poll_interval=POLL_INTERVAL)
+
+# On Redis, a task whose worker died is handed to another worker after this
+# long (Docket's default is 5 minutes). Live workers renew their claim while
+# they run, so long tasks are not taken over; a worker frozen for longer
+# than this would have its task run a second time.
 REDELIVERY_TIMEOUT = timedelta(seconds=5)
+
+mcp = FastMCP("tasks-demo")
+# Where tasks live comes from FASTMCP_DOCKET_URL: memory:// (the default:
+# this process only) or redis://host:port/db, shared by every process on it.
+mcp.add_extension(TasksExtension(name="tasks-demo", redelivery_timeout=REDELIVERY_TIMEOUT))
+
+
+# --------------------------------------------------------------------------
+# The evidence. A client knows only what the protocol tells it. To prove more
+# (the body ran while nobody was connected, ran once, stopped when cancelled,
+# never more than N at once) each tool is wrapped once in `observed`, which
+# notes on the server side when a body starts and how it ends. Leave it out
+# when you copy a tool: the bodies below don't need it.
+# --------------------------------------------------------------------------
 
 
 def now() -> float:
@@ -255,293 +139,311 @@ def now() -> float:
 
 @dataclass
 class Journal:
-    """What the tool bodies really did, written on the server side.
+    """(time, task id, event) as the server saw it; the oldest drop off."""
 
-    A client only sees what the protocol tells it. The demos read this journal
-    to prove what a client cannot: the work ran while no client was connected,
-    it ran exactly once, it stopped when cancelled, how many ran at once.
-    """
+    events: deque = field(default_factory=lambda: deque(maxlen=10_000))
 
-    events: list[tuple[float, str, str]] = field(default_factory=list)
+    def of(self, key: str) -> list[str]:
+        """What happened to one task (or plain call), in order."""
+        return [event for _, k, event in self.events if k == key]
 
-    def note(self, label: str, event: str) -> None:
-        self.events.append((now(), label, event))
+    def time(self, key: str, event: str) -> float:
+        return next(at for at, k, e in self.events if k == key and e == event)
 
-    def of(self, label: str, since: float = 0.0, until: float = math.inf) -> list[str]:
-        return [e for t, lbl, e in self.events if lbl == label and since <= t <= until]
+    async def end_of(self, key: str, timeout: float) -> str | None:
+        """How the body ended (done, cancelled, raised); None if not by `timeout`."""
+        deadline = now() + timeout
+        while now() < deadline:
+            if ended := [e for e in self.of(key) if e != "start"]:
+                return ended[-1]
+            await asyncio.sleep(0.005)
+        return None
 
-    def count(self, label: str, event: str) -> int:
-        return self.of(label).count(event)
-
-    def most_at_once(self) -> int:
+    def most_at_once(self, keys: list[str]) -> int:
         running = peak = 0
-        for _, _, event in self.events:
-            if event == "start":
-                running += 1
-                peak = max(peak, running)
-            elif event in ("done", "cancelled"):
-                running -= 1
+        for _, _, event in sorted(e for e in self.events if e[1] in keys):
+            running += 1 if event == "start" else -1
+            peak = max(peak, running)
         return peak
 
-    async def wait_for(self, label: str, event: str, timeout: float) -> None:
-        deadline = now() + timeout
-        while event not in self.of(label):
-            if now() > deadline:
-                raise TimeoutError(f"{label} never reached {event!r}")
-            await asyncio.sleep(0.005)
+
+JOURNAL = Journal()
 
 
-class SubmissionLimit(Middleware):
-    """Rate-limit tool calls (task submissions) per client with a token bucket.
+def observed(tool: Callable) -> Callable:
+    """Note each run's start and end (done, cancelled or raised) by task id."""
 
-    Only `tools/call` is limited: polling a task you already own must never be
-    refused. Clients here are anonymous, so they are told apart by the
-    `client_id` they put in the request's `_meta` (FastMCP's `ctx.client_id`);
-    behind authentication you would key on the access token instead.
+    @functools.wraps(tool)
+    async def body(*args: Any, **kwargs: Any) -> Any:
+        task = get_task_context()
+        if task is None:  # a plain call: the lessons' evidence is about tasks
+            return await tool(*args, **kwargs)
+        # `working` means queued or running alike; only the server knows
+        # which. So a body says so first: a working task with no status message
+        # has not started. (Said before the note below, so that a client that
+        # saw no message can rely on the body not having started.)
+        await current_execution.get().progress.set_message(
+            f"running in process {os.getpid()}")
+        JOURNAL.events.append((now(), task.task_id, "start"))
+        end = "raised"
+        try:
+            result = await tool(*args, **kwargs)
+            end = "done"
+            return result
+        except asyncio.CancelledError:
+            end = "cancelled"
+            raise
+        finally:
+            JOURNAL.events.append((now(), task.task_id, end))
+
+    return body
+
+
+# --------------------------------------------------------------------------
+# The tools. Each body pastes into your own server as it stands.
+# --------------------------------------------------------------------------
+
+
+@mcp.tool(task=TASK)
+@observed
+async def work(
+    label: Annotated[str, Field(description="what to call this work", max_length=100)],
+    seconds: Annotated[float, Field(description="how long it takes", ge=0, le=3600,
+                                    allow_inf_nan=False)],
+    steps: Annotated[int, Field(description="progress reports, evenly spaced", ge=1,
+                                le=1000)] = 5,
+    ctx: Context = CurrentContext(),
+) -> dict:
+    """Work for `seconds` in equal `steps`, reporting progress after each."""
+    started = time.monotonic()
+    for step in range(1, steps + 1):
+        # Sleep to this step's deadline rather than for a slice, so that the
+        # ~2 ms a report costs does not stretch the work beyond `seconds`.
+        await asyncio.sleep(started + step * seconds / steps - time.monotonic())
+        # tasks/get carries a status message, not the numbers: say it in words.
+        await ctx.report_progress(step, steps, f"{label}: step {step}/{steps} "
+                                               f"({100 * step // steps}%)")
+    # `pid`: which process did the work. With Redis and workers, not
+    # necessarily the one that accepted the task.
+    return {"label": label, "seconds": seconds, "steps": steps, "pid": os.getpid()}
+
+
+@mcp.tool  # no task=...: a plain tool is never run as a task
+def uppercase(text: Annotated[str, Field(max_length=1000)]) -> str:
+    """Answer at once: the text in capitals."""
+    return text.upper()
+
+
+@mcp.tool(task=TASK)
+@observed
+async def fail(kind: Literal["bad_input", "bug", "backend_down"]) -> str:
+    """Fail in one of the two ways a task can fail.
+
+    A tool error (ToolError, or any other exception such as ValueError) is the
+    tool's answer: the task ends `completed` with an isError result, as a
+    plain call would. A protocol error (MCPError) means the server could not
+    produce an answer at all: the task ends `failed`.
     """
-
-    def __init__(self, burst: int, per_second: float):
-        self.buckets = defaultdict(lambda: TokenBucketRateLimiter(burst, per_second))
-
-    async def on_call_tool(self, context, call_next):
-        client = context.fastmcp_context.client_id or "anonymous"
-        if not await self.buckets[client].consume():
-            raise RateLimitError(f"rate limit: {client} submits too fast")
-        return await call_next(context)
+    if kind == "bad_input":
+        raise ToolError("the input was rejected by the tool")
+    if kind == "bug":
+        raise ValueError("division by zero in step 3")
+    raise MCPError(code=-32603, message="the storage backend is unreachable")
 
 
-APPROVAL_SCHEMA = {
+APPROVAL = {
     "type": "object",
     "properties": {"approved": {"type": "boolean"}, "approver": {"type": "string"}},
     "required": ["approved", "approver"],
 }
 
 
-def build_server(
-    journal: Journal | None = None,
-    *,
-    backend: str | None = None,
-    queue: str | None = None,
-    concurrency: int = 10,
-    poll_interval: timedelta = POLL_INTERVAL,
-    submission_limit: SubmissionLimit | None = None,
-    tokens: dict[str, str] | None = None,
-) -> FastMCP:
-    """A FastMCP server with background tasks and the demo's tools.
+@mcp.tool(task=TASK)
+@observed
+async def approve(
+    action: Annotated[str, Field(description="what to ask approval for", max_length=200)],
+    ctx: Context = CurrentContext(),
+) -> str | InputRequiredResult:
+    """Ask the client to approve `action`, then report the decision.
 
-    `backend` is where tasks live: `memory://` (this process only) or
-    `redis://host:port/db` (shared by every process that names it). `queue`
-    names the Docket queue; two servers on one backend with the same queue
-    name share their tasks. Left out, both come from the FASTMCP_DOCKET_URL and
-    FASTMCP_DOCKET_NAME environment variables (default `memory://`,
-    `fastmcp`). `concurrency` is how many tasks this process runs at once; the
-    rest wait, queued (0: accept tasks but leave the running to workers).
-    `tokens` maps bearer tokens to client names and turns authentication on.
+    Inside a task `ctx.elicit()` cannot work: no request is open to carry the
+    question. The body *returns* an InputRequiredResult instead; the task
+    parks in `input_required`, holding no worker, and when the client answers
+    (tasks/update) the body runs again from the top, with the answers in
+    `ctx.input_responses`.
     """
-    journal = journal if journal is not None else Journal()
-    auth = None
-    if tokens:
-        auth = StaticTokenVerifier({token: {"client_id": name} for token, name in tokens.items()})
-    mcp = FastMCP("tasks-demo", auth=auth)
-    mcp.add_extension(
-        TasksExtension(
-            url=backend,
-            name=queue,
-            concurrency=concurrency,
-            # A task whose worker died is handed to another worker after this
-            # long (Docket's default is 5 minutes). Live workers renew their
-            # claim four times per period, so long tasks are not run twice;
-            # but a worker frozen for longer than this would have its task
-            # taken over while it still runs.
-            redelivery_timeout=REDELIVERY_TIMEOUT,
-        )
-    )
-    if submission_limit is not None:
-        mcp.add_middleware(submission_limit)
-    # `optional`: a tool runs as a background task when the client asks for
-    # one (FastMCP's client always does once fastmcp_tasks is imported) and as
-    # a plain call for clients that don't speak the tasks extension.
-    task = TaskConfig(mode="optional", poll_interval=poll_interval)
+    if ctx.input_responses is None:
+        question = ElicitRequestFormParams(message=f"Approve {action!r}?",
+                                           requested_schema=APPROVAL)
+        return InputRequiredResult(input_requests={"decision": ElicitRequest(params=question)})
+    answer = ctx.input_responses["decision"]
+    if answer.action == "accept" and (answer.content or {}).get("approved"):
+        return f"{action}: approved by {answer.content.get('approver')}"
+    return f"{action}: declined"
 
-    @mcp.tool(task=task)
-    async def work(
-        label: str, seconds: float, steps: int = 5, ctx: Context = CurrentContext()
-    ) -> dict:
-        """Work for `seconds` in equal `steps`, reporting progress after each."""
-        journal.note(label, "start")
-        # tasks/get carries only a status message: the numbers given to
-        # report_progress stay in Docket. So the text says it all, and it is
-        # also what tells a running task from a queued one (both are
-        # `working`; only a started task has a message).
-        await ctx.report_progress(0, steps, f"{label}: started (0%)")
-        started = now()
-        try:
-            for step in range(1, steps + 1):
-                # Sleep until this step's deadline rather than for a fixed
-                # slice, so the ~2 ms each progress report costs does not
-                # stretch the work beyond `seconds`.
-                await asyncio.sleep(started + step * seconds / steps - now())
-                journal.note(label, f"step {step}")
-                percent = 100 * step // steps
-                message = f"{label}: step {step}/{steps} ({percent}%)"
-                await ctx.report_progress(step, steps, message)
-        except asyncio.CancelledError:
-            journal.note(label, "cancelled")
-            raise
-        journal.note(label, "done")
-        # `pid` says which process did the work: with Redis and workers, not
-        # necessarily the one that accepted the task.
-        return {"label": label, "seconds": seconds, "steps": steps, "pid": os.getpid()}
 
-    @mcp.tool  # no task=...: a plain tool is never run as a task
-    def instant(text: str) -> str:
-        """Answer immediately."""
-        return text.upper()
+# Deep research, mocked: plan, search sources in parallel, analyse. The same
+# three steps serve as one long task and as tools a client composes itself.
 
-    @mcp.tool(task=task)
-    async def fail(kind: Literal["bad_input", "bug", "backend_down"]) -> str:
-        """Fail in one of the two ways a task can fail.
+Topic = Annotated[str, Field(description="what to research", max_length=200)]
+Sources = Annotated[int, Field(description="how many sources to search", ge=1, le=10)]
+Seconds = Annotated[float, Field(description="how long it takes", ge=0, le=3600,
+                                 allow_inf_nan=False)]
 
-        A tool error (ToolError, or any other exception such as ValueError)
-        is the tool's answer: the task ends `completed` with an `isError`
-        result, as a plain call would. A protocol error (MCPError) means the
-        server could not produce an answer at all: the task ends `failed`.
-        """
-        if kind == "bad_input":
-            raise ToolError("the input was rejected by the tool")
-        if kind == "bug":
-            raise ValueError("division by zero in step 3")
-        raise MCPError(code=-32603, message="the storage backend is unreachable")
 
-    @mcp.tool(task=task)
-    async def approve(
-        action: str, ctx: Context = CurrentContext()
-    ) -> str | InputRequiredResult:
-        """Ask the client to approve `action`, then report the decision.
+async def plan_queries(topic: str, sources: int, seconds: float) -> list[str]:
+    await asyncio.sleep(seconds)
+    angles = ["background", "recent results", "open problems", "critiques"]
+    return [f"{topic}: {angles[i % len(angles)]} #{i + 1}" for i in range(sources)]
 
-        `ctx.elicit()` cannot work inside a task: no request is open to carry
-        the question. Instead the body *returns* an InputRequiredResult. The
-        task parks in `input_required`, the worker is freed, and when the
-        client answers (tasks/update) the body runs again from the top, this
-        time with the answers in `ctx.input_responses`.
-        """
-        answers = ctx.input_responses
-        if answers is None:
-            journal.note(action, "asked")
-            question = ElicitRequestFormParams(
-                message=f"Approve {action!r}?", requested_schema=APPROVAL_SCHEMA
-            )
-            return InputRequiredResult(
-                input_requests={"decision": ElicitRequest(params=question)}
-            )
-        journal.note(action, "resumed")
-        answer = answers["decision"]
-        content = answer.content or {}
-        if answer.action == "accept" and content.get("approved"):
-            return f"{action}: approved by {content.get('approver')}"
-        return f"{action}: declined"
 
-    # The deep-research mock. The same three steps serve as one long task
-    # (`deep_research`) and as tools a client can compose itself.
+async def search_source(query: str, seconds: float) -> dict:
+    await asyncio.sleep(seconds)
+    return {"query": query, "finding": f"3 sources agree on '{query}'"}
 
-    async def plan_queries(topic: str, sources: int, seconds: float) -> list[str]:
-        await asyncio.sleep(seconds)
-        angles = ["background", "recent results", "open problems", "critiques"]
-        return [f"{topic}: {angles[i % len(angles)]} #{i + 1}" for i in range(sources)]
 
-    async def search_source(query: str, seconds: float) -> dict:
-        journal.note(query, "start")
-        await asyncio.sleep(seconds)
-        journal.note(query, "done")
-        return {"query": query, "finding": f"3 sources agree on '{query}'"}
-
-    async def analyze_findings(topic: str, findings: list[dict], seconds: float) -> dict:
-        await asyncio.sleep(seconds)
-        return {
-            "topic": topic,
-            "sources": len(findings),
+async def analyze_findings(topic: str, findings: list[dict], seconds: float) -> dict:
+    await asyncio.sleep(seconds)
+    return {"topic": topic, "sources": len(findings),
             "summary": f"{len(findings)} findings on {topic}, all consistent",
-            "findings": [f["finding"] for f in findings],
-        }
-
-    @mcp.tool(task=task)
-    async def deep_research(
-        topic: str, sources: int = 3, seconds: float = 2.0, ctx: Context = CurrentContext()
-    ) -> dict:
-        """Plan, search `sources` in parallel, analyse: one task, `seconds` long.
-
-        A quarter of the time plans, half searches, a quarter analyses.
-        """
-        await ctx.report_progress(0, 3, f"planning {sources} searches")
-        queries = await plan_queries(topic, sources, seconds / 4)
-        await ctx.report_progress(1, 3, f"searching {sources} sources in parallel")
-        findings = await asyncio.gather(*(search_source(q, seconds / 2) for q in queries))
-        await ctx.report_progress(2, 3, "analysing findings")
-        return await analyze_findings(topic, findings, seconds / 4)
-
-    @mcp.tool(task=task)
-    async def plan(topic: str, sources: int, seconds: float) -> list[str]:
-        """Research step 1: the queries to run."""
-        return await plan_queries(topic, sources, seconds)
-
-    @mcp.tool(task=task)
-    async def search(query: str, seconds: float) -> dict:
-        """Research step 2: one search."""
-        return await search_source(query, seconds)
-
-    @mcp.tool(task=task)
-    async def analyze(topic: str, findings: list[dict], seconds: float) -> dict:
-        """Research step 3: the report."""
-        return await analyze_findings(topic, findings, seconds)
-
-    return mcp
+            "findings": [f["finding"] for f in findings]}
 
 
-# For `fastmcp run tasks_demo.py:mcp` and any other MCP client.
-mcp = build_server()
+@mcp.tool(task=TASK)
+@observed
+async def deep_research(topic: Topic, sources: Sources = 3, seconds: Seconds = 2.0,
+                        ctx: Context = CurrentContext()) -> dict:
+    """Plan, search `sources` in parallel, analyse: one task, `seconds` long.
+
+    A quarter of the time plans, half searches, a quarter analyses.
+    """
+    await ctx.report_progress(0, 3, f"planning {sources} searches")
+    queries = await plan_queries(topic, sources, seconds / 4)
+    await ctx.report_progress(1, 3, f"searching {sources} sources in parallel")
+    findings = await asyncio.gather(*(search_source(q, seconds / 2) for q in queries))
+    await ctx.report_progress(2, 3, "analysing findings")
+    return await analyze_findings(topic, findings, seconds / 4)
+
+
+@mcp.tool(task=TASK)
+@observed
+async def plan(topic: Topic, sources: Sources, seconds: Seconds) -> list[str]:
+    """Research step 1: the queries to run."""
+    return await plan_queries(topic, sources, seconds)
+
+
+@mcp.tool(task=TASK)
+@observed
+async def search(query: Annotated[str, Field(max_length=300)], seconds: Seconds) -> dict:
+    """Research step 2: one search."""
+    return await search_source(query, seconds)
+
+
+@mcp.tool(task=TASK)
+@observed
+async def analyze(topic: Topic, findings: Annotated[list[dict], Field(max_length=10)],
+                  seconds: Seconds) -> dict:
+    """Research step 3: the report."""
+    return await analyze_findings(topic, findings, seconds)
+
+
+class SubmissionLimit(Middleware):
+    """Rate-limit tool calls (task submissions) per client, with a token bucket.
+
+    Only tools/call is limited: polling a task you own must never be refused.
+    The key is the authenticated client when there is one; otherwise the
+    client id a caller *declares* in `_meta` (ctx.client_id), which anyone can
+    change at will: it keeps honest clients from starving each other, not an
+    attacker out. `clients` bounds the memory: the least recently seen drop.
+    """
+
+    def __init__(self, burst: int, per_second: float, clients: int = 10_000):
+        self.burst, self.per_second, self.clients = burst, per_second, clients
+        self.buckets: OrderedDict[str, TokenBucketRateLimiter] = OrderedDict()
+
+    async def on_call_tool(self, context, call_next):
+        token = get_access_token()
+        who = token.client_id if token else context.fastmcp_context.client_id or "anonymous"
+        bucket = self.buckets.pop(who, None) or TokenBucketRateLimiter(self.burst,
+                                                                       self.per_second)
+        self.buckets[who] = bucket  # now the most recently seen
+        if len(self.buckets) > self.clients:
+            self.buckets.popitem(last=False)
+        if not await bucket.consume():
+            raise RateLimitError(f"rate limit: {who} submits too fast")
+        return await call_next(context)
+
+
+def tasks_server(*, backend: str = "memory://", queue: str | None = None,
+                 concurrency: int = 10, middleware: tuple = (), auth: Any = None) -> FastMCP:
+    """The tools above on a server of their own, with its own tasks settings.
+
+    `backend` is where tasks live; two servers on one backend and `queue`
+    share their tasks, so each lesson gets a fresh queue. `concurrency` is how
+    many bodies this process runs at once (0: accept tasks, let workers run
+    them).
+    """
+    server = FastMCP("tasks-demo", auth=auth, middleware=list(middleware))
+    server.add_extension(TasksExtension(
+        url=backend, name=queue or f"lesson-{secrets.token_hex(4)}",
+        concurrency=concurrency, redelivery_timeout=REDELIVERY_TIMEOUT))
+    server.mount(mcp)  # the same tools, run by this server's worker
+    return server
 
 
 @asynccontextmanager
-async def serving(**options: Any) -> AsyncIterator[tuple[FastMCP, Journal]]:
-    """Run a fresh server, on its own queue, for the length of one demo.
+async def serving(**options: Any) -> AsyncIterator[FastMCP]:
+    """A fresh server that keeps running while clients come and go.
 
-    Over the in-memory transport a server's lifespan (and with it the Docket
-    worker that runs tasks) starts with the first client connection and stops
-    with the last. A deployed server keeps running while clients come and go.
-    To act that out, we hold the lifespan open ourselves, with the same call
-    the transport makes, so tasks keep running between clients.
+    Over the in-memory transport a server's lifespan, and the Docket worker
+    in it, starts with the first client and stops with the last. A deployed
+    server runs on between clients, so a lesson holds the lifespan open itself
+    with the same call the transport makes.
     """
-    journal = Journal()
-    queue = f"tasks-demo-{secrets.token_hex(4)}"
-    server = build_server(journal, backend="memory://", queue=queue, **options)
+    server = tasks_server(**options)
     async with server._lifespan_manager():
-        yield server, journal
+        yield server
 
 
-# --------------------------------------------------------------------------
-# 3. Client helpers
-# --------------------------------------------------------------------------
+# ==========================================================================
+# 2. Client recipes worth pasting
+# ==========================================================================
+
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 
 async def attach(client: Client, task_id: str, tool_name: str) -> ToolTask:
-    """A task handle for an id, on any client: "attach to a task".
+    """A handle on a task by its id, from any client: "attach".
 
-    fastmcp has no such call; a ToolTask only comes back from call_tool_task.
-    But a handle is just (client, tool name, the server's record of the task),
-    so we ask the server for the record with tasks/get and build one. An
-    unknown or expired id fails here, with the server's "not found".
+    fastmcp has no such call; a ToolTask comes only from call_tool_task. But a
+    handle is just (client, tool name, the server's record of the task), so
+    ask for the record with tasks/get and build one. An unknown or expired id
+    fails here with the server's "not found".
     """
     request = GetTaskRequest(params=GetTaskRequestParams(task_id=task_id))
     record = await client.session.send_request(request, ClientGetTaskResult)
     created = ClientCreateTaskResult.model_validate(
         {**record.model_dump(by_alias=True, exclude={"result", "error", "input_requests"}),
-         "resultType": "task"}
-    )
+         "resultType": "task"})
     return ToolTask(client, tool_name, created)
 
 
+async def wait(task: ToolTask, timeout: float) -> ClientGetTaskResult:
+    """task.wait(), raising TimeoutError however the deadline falls.
+
+    When the deadline falls inside a tasks/get, fastmcp raises the request's
+    MCPError (REQUEST_TIMEOUT) instead. Either way the task runs on.
+    """
+    try:
+        return await task.wait(timeout=timeout)
+    except MCPError as error:
+        if error.error.code != REQUEST_TIMEOUT:
+            raise
+        raise TimeoutError(f"task {task.task_id[:8]}… still running") from None
+
+
 def state_of(status: ClientGetTaskResult) -> str:
-    """The task's status, with `working` split into queued and running."""
+    """The status, with `working` split by whether the body has said anything."""
     if status.status == "working" and status.status_message is None:
         return "working (queued)"
     return status.status
@@ -551,178 +453,146 @@ def state_of(status: ClientGetTaskResult) -> str:
 class Sample:
     """One tasks/get, as a client saw it."""
 
-    at: float  # seconds since the pattern started
+    asked: float  # seconds since the lesson started, when the request went out
+    at: float  # ... when the answer came
     state: str
     message: str | None
 
 
-def past_step(step: int) -> Callable[[ClientGetTaskResult], bool]:
-    """True once a task's status message reports `step` or a later one."""
-    def check(status: ClientGetTaskResult) -> bool:
-        found = re.search(r"step (\d+)/", status.status_message or "")
-        return found is not None and int(found[1]) >= step
-    return check
-
-
-def transitions(samples: list[Sample]) -> list[str]:
-    """The states seen, in order, without repeats."""
-    states: list[str] = []
-    for sample in samples:
-        if not states or states[-1] != sample.state:
-            states.append(sample.state)
-    return states
-
-
-async def follow(
-    task: ToolTask,
-    t0: float,
-    *,
-    until: Callable[[ClientGetTaskResult], bool] = lambda s: False,
-    on_sample: Callable[[Sample], None] | None = None,
-) -> list[Sample]:
-    """Poll a task at the server's advertised interval, recording what we see.
-
-    Stops at a terminal state, or earlier once `until` holds.
-    """
+async def follow(task: ToolTask, t0: float, *,
+                 until: Callable[[ClientGetTaskResult], bool] = lambda s: False,
+                 on_sample: Callable[[Sample], None] | None = None) -> list[Sample]:
+    """Poll a task at its advertised interval until it ends (or `until` holds)."""
     samples = []
     while True:
+        asked = now() - t0
         status = await task.status()
-        sample = Sample(now() - t0, state_of(status), status.status_message)
-        samples.append(sample)
+        samples.append(Sample(asked, now() - t0, state_of(status), status.status_message))
         if on_sample:
-            on_sample(sample)
+            on_sample(samples[-1])
         if status.status in TERMINAL or until(status):
             return samples
         await asyncio.sleep((status.poll_interval_ms or 1000) / 1000)
 
 
-@dataclass
-class Report:
-    """What one pattern observed. The presentation layer only prints it."""
+def past_step(step: int) -> Callable[[ClientGetTaskResult], bool]:
+    """True once a task's status message reports `step` or a later one."""
+    return lambda status: step_of(status.status_message) >= step
 
-    pattern: str
-    proved: str  # the claim, in one sentence
+
+def step_of(message: str | None) -> int:
+    found = re.search(r"step (\d+)/", message or "")
+    return int(found[1]) if found else 0
+
+
+def transitions(samples: list[Sample]) -> list[str]:
+    """The states seen, in order, without repeats."""
+    return [s.state for i, s in enumerate(samples) if i == 0 or samples[i - 1].state != s.state]
+
+
+# ==========================================================================
+# 3. The lessons, in the order a learner meets them
+# ==========================================================================
+# Each is a short function named like its subcommand. Its docstring is the
+# claim; it returns what it observed, including the checks that make the
+# claim true or false for this run. The printing comes later.
+
+
+@dataclass
+class Observed:
     ideal: float  # seconds the work needs if nothing is wasted
-    took: float  # seconds measured
-    checks: dict[str, bool]  # the claim, broken into things that were checked
+    checks: dict[str, bool]  # the claim, broken into what was checked
     facts: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def holds(self) -> bool:
-        return all(self.checks.values())
+
+LESSONS: dict[str, Callable[..., Awaitable[Observed]]] = {}
 
 
-# --------------------------------------------------------------------------
-# 4. The patterns, in the order a learner meets them
-# --------------------------------------------------------------------------
+def lesson(fn: Callable[..., Awaitable[Observed]]) -> Callable[..., Awaitable[Observed]]:
+    """Register a lesson under its subcommand: fire_and_forget → fire-and-forget."""
+    LESSONS[fn.__name__.strip("_").replace("_", "-")] = fn
+    return fn
 
 
-async def compare(scale: float) -> Report:
-    """The same 3 s + 2 s + 1 s of work, three ways."""
-    work = {"A": 3 * scale, "B": 2 * scale, "C": 1 * scale}
-    args = [{"label": label, "seconds": s} for label, s in work.items()]
-    t0 = now()
-    async with serving() as (server, _):
-        # A client that does not negotiate the tasks extension (here: an older,
-        # handshake-era connection) gets plain foreground calls: the request
-        # stays open until the tool returns. Optional-mode tools allow that.
+@lesson
+async def compare(scale: float) -> Observed:
+    """3 s, 2 s and 1 s of work: sequential, asyncio.gather, tasks. Tasks add a lifecycle, not speed."""
+    args = [{"label": label, "seconds": s * scale} for label, s in (("A", 3), ("B", 2), ("C", 1))]
+    async with serving() as server:
+        # A client that does not negotiate the tasks extension (here: the
+        # older 2025-11-25 handshake) makes plain calls: the request stays
+        # open until the tool returns. Optional-mode tools allow that.
         async with Client(server, mode="legacy") as plain:
             start = now()
             sequential = [(await plain.call_tool("work", a)).data for a in args]
             sequential_s = now() - start
-
             start = now()
-            calls = [plain.call_tool("work", a) for a in args]
-            gathered = [r.data for r in await asyncio.gather(*calls)]
+            gathered = [r.data for r in await asyncio.gather(
+                *(plain.call_tool("work", a) for a in args))]
             gather_s = now() - start
-
         async with Client(server) as client:
             start = now()
             tasks = await asyncio.gather(*(call_tool_task(client, "work", a) for a in args))
             submitted_s = now() - start
             background = [r.data for r in await asyncio.gather(*tasks)]
             tasks_s = now() - start
-
     expected = [{**a, "steps": 5, "pid": os.getpid()} for a in args]
-    return Report(
-        pattern="compare",
-        proved="gather and tasks are both concurrent; tasks add lifecycle, not speed",
+    return Observed(
         ideal=(6 + 3 + 3) * scale,
-        took=now() - t0,
-        checks={
-            "every way returned every result": sequential == gathered == background == expected,
-            "gather beats sequential": gather_s < sequential_s,
-            "tasks beat sequential": tasks_s < sequential_s,
-        },
-        facts={
-            "sequential_s": sequential_s,
-            "gather_s": gather_s,
-            "tasks_s": tasks_s,
-            "submit_all_s": submitted_s,
-            "speedup_gather": sequential_s / gather_s,
-            "speedup_tasks": sequential_s / tasks_s,
-            "tasks_over_gather": tasks_s / gather_s,
-        },
-    )
+        checks={"every way returned every result": sequential == gathered == background
+                == expected,
+                "gather beat sequential": gather_s < sequential_s,
+                "tasks beat sequential": tasks_s < sequential_s},
+        facts={"sequential_s": sequential_s, "gather_s": gather_s, "tasks_s": tasks_s,
+               "submit_all_s": submitted_s, "tasks_over_gather": tasks_s / gather_s})
 
 
-async def direct_await(scale: float) -> Report:
-    """The simplest use: submit, then await the handle like a coroutine."""
-    t0 = now()
-    async with serving() as (server, _), Client(server) as client:
+@lesson
+async def await_(scale: float) -> Observed:
+    """Submit a task and await its handle like a coroutine."""
+    async with serving() as server, Client(server) as client:
         task = await call_tool_task(client, "work", {"label": "A", "seconds": 1 * scale})
         result = await task  # shorthand for `await task.result()`
         final = await task.status()
-    return Report(
-        pattern="await",
-        proved="a task handle can be awaited like any coroutine",
+    return Observed(
         ideal=1 * scale,
-        took=now() - t0,
-        checks={"result is the input": result.data["label"] == "A",
-                "task ended completed": final.status == "completed"},
-        facts={"task_id": task.task_id, "result": result.data, "state": final.status,
-               # What the server tells every client about the task:
+        checks={"the result is the work's": result.data["label"] == "A"
+                and result.data["seconds"] == 1 * scale,
+                "the task ended completed": final.status == "completed"},
+        facts={"task_id": task.task_id, "result": result.data,
+               # What the server tells every client about every task:
                "poll_every_ms": final.poll_interval_ms,
-               "result_kept_for_min": final.ttl_ms // 60_000},
-    )
+               "result_kept_for_min": final.ttl_ms / 60_000})
 
 
-async def many_at_once(scale: float, count: int = 20) -> Report:
-    """Submit `count` tasks, then gather them all."""
-    seconds = 1 * scale
-    t0 = now()
-    async with serving(concurrency=count) as (server, journal), Client(server) as client:
+@lesson
+async def many(scale: float, count: int = 20) -> Observed:
+    """Many tasks at once, gathered: each result comes back once, to its caller."""
+    async with serving(concurrency=count) as server, Client(server) as client:
         start = now()
         tasks = await asyncio.gather(*(
-            call_tool_task(client, "work", {"label": f"T{i}", "seconds": seconds, "steps": 1})
-            for i in range(count)
-        ))
+            call_tool_task(client, "work", {"label": f"T{i}", "seconds": 1 * scale, "steps": 1})
+            for i in range(count)))
         submit_s = now() - start
         results = await asyncio.gather(*tasks)
         all_s = now() - start
-    labels = [r.data["label"] for r in results]
-    expected = [f"T{i}" for i in range(count)]
-    runs = [journal.count(label, "done") for label in expected]
-    return Report(
-        pattern="many",
-        proved=f"{count} tasks run side by side and each result comes back exactly once",
-        ideal=seconds,
-        took=now() - t0,
-        checks={"results match inputs, in order": labels == expected,
-                "no result lost or doubled": len(set(labels)) == count,
-                "each body ran once": runs == [1] * count},
-        facts={"tasks": count, "submit_all_s": submit_s, "all_done_s": all_s,
-               "unique_task_ids": len({t.task_id for t in tasks})},
-    )
+    ids = [t.task_id for t in tasks]
+    return Observed(
+        ideal=1 * scale,
+        checks={"each result matches its call": [r.data["label"] for r in results]
+                == [f"T{i}" for i in range(count)],
+                "each body ran exactly once": all(JOURNAL.of(i) == ["start", "done"] for i in ids),
+                "they ran side by side, not one by one": JOURNAL.most_at_once(ids) > 1},
+        facts={"tasks": count, "distinct_task_ids": len(set(ids)),
+               "most_running_at_once": JOURNAL.most_at_once(ids), "submit_all_s": submit_s,
+               "all_done_s": all_s})
 
 
-async def poll_dashboard(
-    scale: float, on_update: Callable[[dict[str, Sample]], None] | None = None
-) -> Report:
-    """Watch several tasks at once until every one is terminal."""
+@lesson
+async def poll(scale: float, on_update: Callable[[dict], None] | None = None) -> Observed:
+    """Watch several tasks live: state and progress from tasks/get, until each ends."""
     work = {"A": 3 * scale, "B": 2 * scale, "C": 1 * scale}
-    t0 = now()
-    latest: dict[str, Sample] = {}
+    t0, latest = now(), {}
 
     def record(label: str) -> Callable[[Sample], None]:
         def on_sample(sample: Sample) -> None:
@@ -731,87 +601,66 @@ async def poll_dashboard(
                 on_update(dict(latest))
         return on_sample
 
-    async with serving() as (server, _), Client(server) as client:
-        tasks = {
-            label: await call_tool_task(client, "work", {"label": label, "seconds": s})
-            for label, s in work.items()
-        }
-        histories = await asyncio.gather(
-            *(follow(task, t0, on_sample=record(label)) for label, task in tasks.items())
-        )
-    seen = {label: transitions(h) for label, h in zip(tasks, histories)}
-    steps_seen = {  # the client reads progress from the status message
-        label: [int(step) for s in h for step in re.findall(r"step (\d+)/", s.message or "")]
-        for label, h in zip(tasks, histories)
-    }
-    done_at = {label: h[-1].at for label, h in zip(tasks, histories)}
-    return Report(
-        pattern="poll",
-        proved="a client can watch every task's state and progress while it runs",
+    async with serving() as server, Client(server) as client:
+        tasks = {label: await call_tool_task(client, "work", {"label": label, "seconds": s})
+                 for label, s in work.items()}
+        histories = dict(zip(tasks, await asyncio.gather(
+            *(follow(task, t0, on_sample=record(label)) for label, task in tasks.items()))))
+    steps_seen = {label: [step_of(s.message) for s in h if step_of(s.message)]
+                  for label, h in histories.items()}
+    done_at = {label: h[-1].at for label, h in histories.items()}
+    return Observed(
         ideal=max(work.values()),
-        took=now() - t0,
-        checks={"every task ended completed": all(s[-1] == "completed" for s in seen.values()),
-                "progress was seen while working": all(steps_seen.values()),
-                "shortest finished first": done_at["C"] < done_at["B"] < done_at["A"]},
-        facts={"transitions": seen, "done_at_s": done_at,
-               "steps_seen": {k: list(dict.fromkeys(v)) for k, v in steps_seen.items()}},
-    )
+        checks={"every task ended completed": all(h[-1].state == "completed"
+                                                  for h in histories.values()),
+                "progress was seen, only forwards": all(s and s == sorted(s)
+                                                        for s in steps_seen.values()),
+                "the shortest finished first": done_at["C"] < done_at["B"] < done_at["A"]},
+        facts={"transitions": {k: transitions(h) for k, h in histories.items()},
+               "steps_seen": {k: list(dict.fromkeys(v)) for k, v in steps_seen.items()},
+               "done_at_s": done_at})
 
 
-async def fire_and_forget(scale: float) -> Report:
-    """Submit, get on with other work, and come back for the result."""
+@lesson
+async def fire_and_forget(scale: float) -> Observed:
+    """Submit, get on with other work, come back for the result; a short wait() times out."""
     seconds = 2 * scale
-    t0 = now()
-    async with serving() as (server, _), Client(server) as client:
+    async with serving() as server, Client(server) as client:
         start = now()
         task = await call_tool_task(client, "work", {"label": "report", "seconds": seconds})
-        submitted_s = now() - start
-
+        submit_s = now() - start
         # Meanwhile the client is free: other calls on the same connection.
-        other_work = [(await client.call_tool("instant", {"text": f"job {i}"})).data
-                      for i in range(5)]
-        state_meanwhile = (await task.status()).status
-
-        try:  # a bounded wait that is too short gives up...
-            await task.wait(timeout=seconds / 4)
+        other = [(await client.call_tool("uppercase", {"text": f"job {i}"})).data for i in range(5)]
+        other_done = now()
+        try:  # a bounded wait that is too short gives up; the task does not
+            await wait(task, timeout=seconds / 4)
             timed_out = False
         except TimeoutError:
             timed_out = True
-        except MCPError as error:  # ...also when time runs out mid-request
-            if error.error.code != REQUEST_TIMEOUT:
-                raise
-            timed_out = True
-        status_after_timeout = (await task.status()).status
-
-        final = await task.wait(timeout=10 * seconds + 5)  # ...a long enough one doesn't
-        came_back_s = now() - start
-        result = await task.result()
-    return Report(
-        pattern="fire-and-forget",
-        proved="submitting returns at once; the client is free until it wants the result",
+        state_after = (await task.status()).status
+        final = await wait(task, timeout=10 * seconds + 5)  # a long enough one does not
+        result = (await task.result()).data
+    return Observed(
         ideal=seconds,
-        took=now() - t0,
-        checks={"submit returned before the work was done": submitted_s < seconds,
-                "other work was done while it ran": len(other_work) == 5
-                and state_meanwhile == "working",
-                "short wait timed out, task kept working": timed_out
-                and status_after_timeout == "working",
-                "result arrived": final.status == "completed"
-                and result.data["label"] == "report"},
-        facts={"submit_s": submitted_s, "other_work_meanwhile": other_work,
-               "task_state_meanwhile": state_meanwhile,
-               "short_wait_timed_out": timed_out, "result_at_s": came_back_s},
-    )
+        checks={"submit returned before the work was done": submit_s < seconds,
+                "other calls finished while the body ran":
+                other_done < JOURNAL.time(task.task_id, "done"),
+                "a short wait timed out, the task worked on": timed_out
+                and state_after == "working",
+                "the result arrived": final.status == "completed"
+                and result["label"] == "report"},
+        facts={"submit_s": submit_s, "other_work_meanwhile": other,
+               "short_wait_timed_out": timed_out, "state_after_it": state_after})
 
 
-async def reconnect(scale: float) -> Report:
-    """Close the client mid-task, come back on a new one, attach by id."""
-    seconds = 2 * scale
-    t0 = now()
-    async with serving() as (server, journal):
+@lesson
+async def reconnect(scale: float) -> Observed:
+    """Close the client mid-task, open a new one later, attach by id: the work went on."""
+    seconds, t0 = 2 * scale, now()
+    async with serving() as server:
         async with Client(server) as first:
-            task = await call_tool_task(
-                first, "work", {"label": "R", "seconds": seconds, "steps": 10})
+            task = await call_tool_task(first, "work", {"label": "R", "seconds": seconds,
+                                                        "steps": 10})
             task_id = task.task_id  # the only thing we keep
             before = await follow(task, t0, until=past_step(2))
         closed_at = now()
@@ -821,63 +670,54 @@ async def reconnect(scale: float) -> Report:
             task = await attach(second, task_id, "work")
             after = await follow(task, t0)
             result = await task.result()
-    steps_while_away = [e for e in journal.of("R", closed_at, reopened_at) if e.startswith("step")]
-    return Report(
-        pattern="reconnect",
-        proved="a task keeps running with no client connected; any client can resume it by id",
+    return Observed(
         ideal=seconds,
-        took=now() - t0,
-        checks={"work ran while no client was connected": len(steps_while_away) > 0,
-                "progress continued on the new client": transitions(after)[-1] == "completed",
-                "result is the input": result.data["label"] == "R",
-                "ran once": journal.count("R", "start") == 1},
+        checks={"the body ran on, alone": JOURNAL.time(task_id, "start") < closed_at
+                and JOURNAL.time(task_id, "done") > reopened_at,
+                "progress moved on while nobody watched":
+                step_of(after[0].message) > step_of(before[-1].message),
+                "the new client got the result": result.data["label"] == "R",
+                "the body ran once": JOURNAL.of(task_id) == ["start", "done"]},
         facts={"task_id": task_id, "last_seen_before_closing": before[-1].message,
-               "steps_while_away": steps_while_away,
                "first_seen_after_reopening": after[0].message,
-               "transitions_after": transitions(after)},
-    )
+               "away_s": reopened_at - closed_at})
 
 
-async def crash(scale: float) -> Report:
-    """The submitting client dies without a goodbye; a new one gets the result."""
-    seconds = 2 * scale
-    t0 = now()
-    saved: dict[str, str] = {}  # stands in for the disk the id was written to
-
-    async def doomed_client(server: FastMCP) -> None:
-        async with Client(server) as client:
-            task = await call_tool_task(client, "work", {"label": "K", "seconds": seconds})
-            saved["task_id"] = task.task_id
-            await task.result()  # never returns: this client dies first
-
-    async with serving() as (server, journal):
-        victim = asyncio.create_task(doomed_client(server))
-        await journal.wait_for("K", "step 1", timeout=5 + seconds)
-        victim.cancel()  # the crash: no tasks/cancel is sent, nothing is awaited
-        crashed_at = now()
-        await asyncio.gather(victim, return_exceptions=True)
-        async with Client(server) as survivor:
-            task = await attach(survivor, saved["task_id"], "work")
-            result = await task.result()
-    return Report(
-        pattern="crash",
-        proved="a client crash neither stops the work nor makes it run twice",
+@lesson
+async def crash(scale: float) -> Observed:
+    """SIGKILL the waiting client's process: the work goes on, once; a new process gets the result."""
+    seconds = 3 * scale
+    async with serving() as server, on_http(server) as url, child_processes():
+        # Two real client processes over HTTP (each takes ~3 s to import fastmcp). The first submits and waits,
+        # printing progress (and the task id first, as a careful client
+        # writes it down); the second starts now too, to wait for that id.
+        victim = Child.demo("client", "task", "submit", "--wait", "--url", url,
+                            "--label", "K", "--seconds", str(seconds), "--steps", "10")
+        survivor = Child.demo("new client", "task", "result", "--url", url, "-")
+        task_id = await victim.first_line()
+        await victim.expect("step 1/")  # mid-wait, and the work mid-run
+        victim.kill()  # SIGKILL: no goodbye, no tasks/cancel, no closed connection
+        killed_at = now()
+        survivor.send(task_id)
+        await survivor.finish()
+    result = json.loads(survivor.lines[-1])
+    return Observed(
         ideal=seconds,
-        took=now() - t0,
-        checks={"result recovered by a new client": result.data["label"] == "K",
-                "work ran exactly once": journal.count("K", "start") == 1
-                and journal.count("K", "done") == 1,
-                "the crash came mid-task": "done" not in journal.of("K", until=crashed_at)},
-        facts={"steps_before_crash": journal.of("K", until=crashed_at), "result": result.data,
-               "body_runs": journal.count("K", "start")},
-    )
+        checks={"the client process died of SIGKILL":
+                victim.process.returncode == -signal.SIGKILL,
+                "it died while the body ran": JOURNAL.time(task_id, "start") < killed_at
+                < JOURNAL.time(task_id, "done"),
+                "a new process got the result": result["label"] == "K",
+                "the body ran exactly once": JOURNAL.of(task_id) == ["start", "done"]},
+        facts={"task_id": task_id, "victim_last_said": victim.lines[-1],
+               "survivor_said": survivor.lines[-1]})
 
 
-async def teammates(scale: float) -> Report:
-    """A submits and shares only the task id; B watches; C waits and notifies."""
-    seconds = 2 * scale
-    t0 = now()
-    async with serving() as (server, _):
+@lesson
+async def teammates(scale: float) -> Observed:
+    """A submits and shares only the task id; B watches, C waits and notifies; all get one result."""
+    seconds, t0 = 2 * scale, now()
+    async with serving() as server:
         async with Client(server) as alice, Client(server) as bob, Client(server) as carol:
             task = await call_tool_task(alice, "work", {"label": "tests", "seconds": seconds})
             shared_id = task.task_id  # pasted into the team chat
@@ -886,95 +726,79 @@ async def teammates(scale: float) -> Report:
                 return await follow(await attach(bob, shared_id, "work"), t0)
 
             async def carol_waits() -> str:
-                handle = await attach(carol, shared_id, "work")
-                final = await handle.wait(timeout=10 * seconds + 5)
+                final = await wait(await attach(carol, shared_id, "work"), 10 * seconds + 5)
                 return f"notify #team: task {shared_id[:8]}… is {final.status}"
 
             watched, notification = await asyncio.gather(bob_watches(), carol_waits())
-            fetched = [
-                (await task.result()).data,
-                (await (await attach(bob, shared_id, "work")).result()).data,
-                (await (await attach(carol, shared_id, "work")).result()).data,
-            ]
-    progress = sorted({s.message for s in watched if s.message and "step" in s.message})
-    return Report(
-        pattern="teammates",
-        proved="anyone with the task id can watch it, wait for it and fetch the same result",
+            fetched = [(await task.result()).data]
+            for teammate in (bob, carol):
+                fetched.append((await (await attach(teammate, shared_id, "work")).result()).data)
+    progress = list(dict.fromkeys(s.message for s in watched if s.message))
+    return Observed(
         ideal=seconds,
-        took=now() - t0,
-        checks={"B saw progress": len(progress) > 0,
-                "C was notified of completion": notification.endswith("completed"),
-                "all three fetched an identical result": fetched[0] == fetched[1] == fetched[2]},
-        facts={"bob_saw": progress, "carol_said": notification, "result": fetched[0]},
-    )
+        checks={"B saw it run": len(progress) > 0,
+                "C was told it completed": notification.endswith("completed"),
+                "all three fetched one result": fetched[0] == fetched[1] == fetched[2]
+                and fetched[0]["label"] == "tests"},
+        facts={"bob_saw": progress, "carol_said": notification, "result": fetched[0]})
 
 
-async def cancel(scale: float) -> Report:
-    """Cancel a running task and show that its body stopped."""
-    seconds = 2 * scale
-    t0 = now()
-    async with serving() as (server, journal), Client(server) as client:
-        task = await call_tool_task(
-            client, "work", {"label": "X", "seconds": seconds, "steps": 10})
-        await follow(task, t0, until=past_step(2))
-        await task.cancel()
+@lesson
+async def cancel(scale: float) -> Observed:
+    """Cancel a running task: it reports cancelled, and its body stops."""
+    seconds, t0 = 2 * scale, now()
+    async with serving() as server, Client(server) as client:
+        task = await call_tool_task(client, "work", {"label": "X", "seconds": seconds,
+                                                     "steps": 10})
+        before = await follow(task, t0, until=past_step(2))
         cancelled_at = now()
+        await task.cancel()
         after = await follow(task, t0)
-        # The body's own record that it was interrupted:
-        await journal.wait_for("X", "cancelled", timeout=5)
+        # The body's own end, as the server saw it (give it a moment to land):
+        ended = await JOURNAL.end_of(task.task_id, timeout=seconds + 2)
         try:
             await task.result()
             raised = None
         except ToolError as error:
             raised = str(error)
-    steps = [e for e in journal.of("X") if e.startswith("step")]
-    steps_after = [e for e in journal.of("X", since=cancelled_at) if e.startswith("step")]
-    return Report(
-        pattern="cancel",
-        proved="cancel stops a running task's body, and the task reports cancelled",
+    return Observed(
         ideal=seconds * 0.2,
-        took=now() - t0,
-        checks={"task ended cancelled": transitions(after)[-1] == "cancelled",
-                "body was interrupted": "cancelled" in journal.of("X"),
-                "body never finished": "done" not in journal.of("X"),
+        checks={"the task ended cancelled": after[-1].state == "cancelled",
+                "the body was interrupted, not finished": ended == "cancelled",
                 "result() raises": raised is not None},
-        facts={"steps_done": len(steps), "steps_after_cancel": len(steps_after),
-               "body_events": journal.of("X"), "result_raised": raised},
-    )
+        facts={"body_ended": ended,
+               "body_stopped_after_cancel_ms": (JOURNAL.time(task.task_id, ended) - cancelled_at)
+               * 1000 if ended else None,
+               "last_seen_before_cancel": before[-1].message,
+               "result_raised": raised})
 
 
-async def failure(scale: float) -> Report:
-    """A tool error is an answer; a protocol error is a failure."""
-    t0 = now()
+@lesson
+async def failure(scale: float) -> Observed:
+    """A tool error is an answer (completed, isError); only a protocol error ends failed."""
     outcomes = {}
-    async with serving() as (server, _), Client(server) as client:
+    async with serving() as server, Client(server) as client:
         for kind in ("bad_input", "bug", "backend_down"):
             task = await call_tool_task(client, "fail", {"kind": kind}, raise_on_error=False)
-            final = await task.wait(timeout=10)
-            error_text = (final.result or {}).get("content", [{}])[0].get("text")
-            outcomes[kind] = {
-                "state": final.status,
-                "is_error_result": bool((final.result or {}).get("isError")),
-                "message": error_text or (final.error or {}).get("message"),
-                "error_code": (final.error or {}).get("code"),
-            }
-    return Report(
-        pattern="failure",
-        proved="a raised tool error ends completed with isError; only a protocol error ends failed",
+            final = await wait(task, timeout=10)
+            result, error = final.result or {}, final.error or {}
+            outcomes[kind] = {"state": final.status, "is_error": bool(result.get("isError")),
+                              "says": (result.get("content") or [{}])[0].get("text")
+                              or error.get("message"), "code": error.get("code")}
+    return Observed(
         ideal=0.0,
-        took=now() - t0,
         checks={"ToolError → completed, isError": outcomes["bad_input"]["state"] == "completed"
-                and outcomes["bad_input"]["is_error_result"],
+                and outcomes["bad_input"]["is_error"],
                 "ValueError → completed, isError": outcomes["bug"]["state"] == "completed"
-                and outcomes["bug"]["is_error_result"],
-                "MCPError → failed with its code": outcomes["backend_down"]["state"] == "failed"
-                and outcomes["backend_down"]["error_code"] == -32603},
-        facts=outcomes,
-    )
+                and outcomes["bug"]["is_error"],
+                "MCPError → failed, with its code": outcomes["backend_down"]["state"] == "failed"
+                and outcomes["backend_down"]["code"] == -32603},
+        facts=outcomes)
 
 
-async def ask_for_input(scale: float) -> Report:
-    """A task parks in input_required; the elicitation handler answers it."""
+@lesson
+async def input_(scale: float) -> Observed:
+    """A task parks in input_required, the client answers, the task resumes with the answer."""
     asked: list[str] = []
 
     async def approver(message, response_type, params, context) -> dict:
@@ -983,170 +807,192 @@ async def ask_for_input(scale: float) -> Report:
         return {"approved": True, "approver": "dana"}
 
     t0 = now()
-    async with serving() as (server, journal), Client(server, elicitation_handler=approver) as client:
+    async with serving() as server, Client(server, elicitation_handler=approver) as client:
         task = await call_tool_task(client, "approve", {"action": "deploy v2"})
         before = await follow(task, t0, until=lambda s: s.status == "input_required")
         result = await task.result()  # answers through the elicitation handler
         final = await task.status()
-    seen = transitions(before) + [final.status]
-    return Report(
-        pattern="input",
-        proved="a task can stop to ask the client a question and resume with the answer",
+    return Observed(
         ideal=0.5 * scale,
-        took=now() - t0,
-        checks={"parked in input_required": "input_required" in seen,
+        checks={"it parked in input_required": before[-1].state == "input_required",
                 "the handler saw the question": asked == ["Approve 'deploy v2'?"],
-                "resumed with the answer": result.data == "deploy v2: approved by dana",
-                "body ran twice, once per leg": journal.of("deploy v2") == ["asked", "resumed"]},
-        facts={"transitions": seen, "question": asked, "result": result.data},
-    )
+                "it resumed with the answer": result.data == "deploy v2: approved by dana",
+                "the body ran twice, once per leg":
+                JOURNAL.of(task.task_id) == ["start", "done", "start", "done"]},
+        facts={"transitions": transitions(before) + [final.status], "question": asked,
+               "result": result.data})
 
 
-async def limits(scale: float) -> Report:
-    """The server runs at most 2 tasks at once and limits submissions per client."""
+@lesson
+async def limits(scale: float) -> Observed:
+    """At most 2 bodies run at once, the rest wait queued; a client that floods is refused."""
     seconds, concurrency, burst = 0.5 * scale, 2, 4
     accepted: dict[str, ToolTask] = {}
-    rejected: list[str] = []
+    refused: list[str] = []
     t0 = now()
     # Refill is negligible over the burst, so exactly `burst` calls get in.
     limit = SubmissionLimit(burst=burst, per_second=0.01)
-    async with serving(concurrency=concurrency, submission_limit=limit) as (server, journal):
+    async with serving(concurrency=concurrency, middleware=(limit,)) as server:
         async with Client(server) as client:
-            start = now()
             for who, count in (("alice", 3), ("bob", 6)):
                 for i in range(count):
-                    label = f"{who}-{i}"
-                    args = {"label": label, "seconds": seconds, "steps": 1}
-                    try:
-                        accepted[label] = await call_tool_task(
+                    args = {"label": f"{who}-{i}", "seconds": seconds, "steps": 1}
+                    try:  # no auth here: the key is the client id each one declares
+                        accepted[args["label"]] = await call_tool_task(
                             client, "work", args, meta={"client_id": who})
                     except MCPError as error:
-                        rejected.append(f"{label}: {error}")
-            histories = await asyncio.gather(*(follow(t, start) for t in accepted.values()))
-            drained_s = now() - start
-            results = [(await t.result()).data["label"] for t in accepted.values()]
-    # When the client first saw each task out of the queue: the waves. (A
-    # short task may run and finish between two polls, so "out of the queue"
-    # is any state but queued.)
-    started_at = sorted(next(s.at for s in h if s.state != "working (queued)")
-                        for h in histories)
-    seen_queued = sum("working (queued)" in transitions(h) for h in histories)
-    waves = math.ceil(len(accepted) / concurrency)
-    return Report(
-        pattern="limits",
-        proved="the server queues work beyond its concurrency and refuses a client that floods it",
-        ideal=waves * seconds,
-        took=now() - t0,
-        checks={"never more than 2 ran at once": journal.most_at_once() == concurrency,
-                "the rest waited, queued": seen_queued >= len(accepted) - concurrency,
-                "bob was cut off after 4": [r.split(":")[0] for r in rejected] == ["bob-4", "bob-5"],
-                "alice was not affected": not any(r.startswith("alice") for r in rejected),
-                "every accepted task ran": results == list(accepted)},
-        facts={"accepted": list(accepted), "rejected": rejected,
-               "most_at_once": journal.most_at_once(), "seen_queued": seen_queued,
-               "started_at_s": started_at, "drained_s": drained_s},
-    )
+                        refused.append(f"{args['label']}: {error}")
+            histories = await asyncio.gather(*(follow(t, t0) for t in accepted.values()))
+    ids = [t.task_id for t in accepted.values()]
+    first_end = min(JOURNAL.time(i, "done") for i in ids)
+    queued = [(s, i) for h, i in zip(histories, ids) for s in h if s.state == "working (queued)"]
+    return Observed(
+        ideal=math.ceil(len(ids) / concurrency) * seconds,
+        checks={"never more than 2 ran at once": JOURNAL.most_at_once(ids) == concurrency,
+                "the rest started only as others ended":
+                sum(JOURNAL.time(i, "start") >= first_end for i in ids) == len(ids) - concurrency,
+                "seen queued ⇒ truly not started": all(s.asked < JOURNAL.time(i, "start")
+                                                       for s, i in queued),
+                "bob was cut off after 4": [r.split(":")[0] for r in refused]
+                == ["bob-4", "bob-5"],
+                "every accepted task completed": all(h[-1].state == "completed"
+                                                     for h in histories)},
+        facts={"accepted": list(accepted), "refused": refused,
+               "polls_that_saw_queued": len(queued),
+               "started_at_s": sorted(JOURNAL.time(i, "start") - t0 for i in ids)})
 
 
-async def research(scale: float) -> Report:
-    """Deep research: one long task fire-and-forget, then composed from steps."""
-    seconds, sources = 2 * scale, 3
-    t0 = now()
-    async with serving() as (server, journal):
-        start = now()
+@lesson
+async def research(scale: float) -> Observed:
+    """Deep research: one long task watched by phase, then the same steps composed as tasks."""
+    seconds, sources, t0 = 2 * scale, 3, now()
+    async with serving() as server:
         async with Client(server) as laptop:
-            task = await call_tool_task(
-                laptop, "deep_research",
-                {"topic": "solid-state batteries", "sources": sources, "seconds": seconds})
-            phases = [s.message for s in await follow(task, t0) if s.message]
+            task = await call_tool_task(laptop, "deep_research", {
+                "topic": "solid-state batteries", "sources": sources, "seconds": seconds})
+            phases = list(dict.fromkeys(s.message for s in await follow(task, t0) if s.message))
             on_laptop = (await task.result()).data
         async with Client(server) as phone:  # later, somewhere else
             on_phone = (await (await attach(phone, task.task_id, "deep_research")).result()).data
-        one_task_s = now() - start
-
-        # The same work composed by the client: each step is its own task.
-        start = now()
-        async with Client(server) as client:
+        async with Client(server) as client:  # the client composes the steps itself
             topic = "perovskite cells"
-            plan_task = await call_tool_task(
-                client, "plan", {"topic": topic, "sources": sources, "seconds": seconds / 4})
-            queries = (await plan_task).data
-            searches = [await call_tool_task(client, "search", {"query": q, "seconds": seconds / 2})
-                        for q in queries]
-            findings = [(await s).data for s in searches]
-            analysis = await call_tool_task(
-                client, "analyze", {"topic": topic, "findings": findings, "seconds": seconds / 4})
-            composed = (await analysis).data
-        composed_s = now() - start
-    distinct_phases = list(dict.fromkeys(phases))
-    return Report(
-        pattern="research",
-        proved="a long multi-step job runs as one task or as composed tasks, in the same time",
+            queries = (await (await call_tool_task(client, "plan", {
+                "topic": topic, "sources": sources, "seconds": seconds / 4}))).data
+            searches = await asyncio.gather(*(call_tool_task(client, "search", {
+                "query": q, "seconds": seconds / 2}) for q in queries))
+            findings = [r.data for r in await asyncio.gather(*searches)]
+            composed = (await (await call_tool_task(client, "analyze", {
+                "topic": topic, "findings": findings, "seconds": seconds / 4}))).data
+    return Observed(
         ideal=2 * seconds,
-        took=now() - t0,
-        checks={"phases were visible": len(distinct_phases) >= 3,
+        checks={"its phases were visible": len(phases) >= 3,
                 "laptop and phone got the same report": on_laptop == on_phone,
-                "report covers every source": on_laptop["sources"] == sources
-                and composed["sources"] == sources,
-                "searches ran in parallel": journal.most_at_once() == sources},
-        facts={"phases": distinct_phases, "one_task_s": one_task_s, "composed_s": composed_s,
-               "summary": on_laptop["summary"]},
-    )
+                "both reports cover every source": on_laptop["sources"] == sources
+                == composed["sources"],
+                "the composed searches ran in parallel":
+                JOURNAL.most_at_once([s.task_id for s in searches]) == sources},
+        facts={"phases": phases, "summary": on_laptop["summary"],
+               "composed_summary": composed["summary"]})
 
 
-async def instant(scale: float) -> Report:
-    """A plain tool, for contrast: it answers in the call, never as a task."""
-    t0 = now()
-    async with serving() as (server, _), Client(server) as client:
+@lesson
+async def instant(scale: float) -> Observed:
+    """A tool without task=... answers in the call, and is never a task."""
+    async with serving() as server, Client(server) as client:
         start = now()
-        answer = (await client.call_tool("instant", {"text": "hello"})).data
+        answer = (await client.call_tool("uppercase", {"text": "hello"})).data
         call_ms = (now() - start) * 1000
         try:
-            await call_tool_task(client, "instant", {"text": "hello"})
+            await call_tool_task(client, "uppercase", {"text": "hello"})
             refused = None
         except ToolError as error:
             refused = str(error).split(":")[0]
-    return Report(
-        pattern="instant",
-        proved="tools without task=... answer inline; asking for a task handle is refused",
+    return Observed(
         ideal=0.0,
-        took=now() - t0,
         checks={"answered inline": answer == "HELLO",
                 "call_tool_task refused it": refused is not None},
-        facts={"answer": answer, "call_ms": call_ms, "call_tool_task_said": refused},
-    )
+        facts={"answer": answer, "call_ms": call_ms, "call_tool_task_said": refused})
 
 
-LEARNING_ORDER: dict[str, Callable[..., Any]] = {
-    "compare": compare,
-    "await": direct_await,
-    "many": many_at_once,
-    "poll": poll_dashboard,
-    "fire-and-forget": fire_and_forget,
-    "reconnect": reconnect,
-    "crash": crash,
-    "teammates": teammates,
-    "cancel": cancel,
-    "failure": failure,
-    "input": ask_for_input,
-    "limits": limits,
-    "research": research,
-    "instant": instant,
-}
+# ==========================================================================
+# MACHINERY — you can stop reading here: every lesson is above. Below are
+# the HTTP server, printing, the command line, the stories that start
+# processes (serve, worker, Redis), and the bench.
+# ==========================================================================
 
+import uvicorn  # noqa: E402  (machinery imports live with the machinery)
+from fastmcp.server.auth.providers.jwt import StaticTokenVerifier  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.live import Live  # noqa: E402
+from rich.progress_bar import ProgressBar  # noqa: E402
+from rich.table import Table  # noqa: E402
 
-# --------------------------------------------------------------------------
-# 5. Beyond one process: HTTP, Redis, workers, tenants
-# --------------------------------------------------------------------------
-# The same server over streamable HTTP. With `memory://` its tasks outlive
-# clients but not the server process; with Redis they outlive the server
-# too, and worker processes can run them. Run the pieces by hand (`serve`,
-# `worker`, `task submit|status|watch|result|cancel`) or let a story start
-# them all.
+DEFAULT_URL = "http://127.0.0.1:8000/mcp"
+CHILDREN: list[subprocess.Popen] = []  # processes a story started: none may outlive it
 
 
 class DemoError(Exception):
     """Something to report in one line, without a traceback."""
+
+
+def leave_now(*_: Any) -> None:
+    """Ctrl-C where nothing is worth waiting for: exit 130, take the children along."""
+    for child in CHILDREN:
+        child.kill()
+    sys.stdout.flush()
+    if sys.stdout.isatty():
+        sys.stdout.write("\x1b[?25h")  # show the cursor a live dashboard hid
+    sys.stderr.write("\ninterrupted\n")
+    os._exit(130)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class HttpServer(uvicorn.Server):
+    """uvicorn, whose Ctrl-C drains (running tasks finish; a second leaves) or leaves."""
+
+    drain = False
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self.should_exit or not self.drain:
+            leave_now()
+        print("draining: running tasks finish first (Ctrl-C again to leave now)",
+              file=sys.stderr, flush=True)
+        super().handle_exit(sig, frame)
+
+
+@asynccontextmanager
+async def on_http(server: FastMCP, port: int | None = None,
+                  drain: bool = False) -> AsyncIterator[str]:
+    """Serve `server` over streamable HTTP on loopback; yield its URL."""
+    port = port or free_port()
+    config = uvicorn.Config(server.http_app(), host="127.0.0.1", port=port,
+                            log_level="warning", timeout_graceful_shutdown=2)
+    web = HttpServer(config)
+    web.drain = drain
+    running = asyncio.create_task(web.serve())
+    while not web.started:
+        if running.done():
+            await running  # raises what stopped it
+            raise DemoError(f"the HTTP server on port {port} stopped at once")
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        web.should_exit = True
+        await running
+
+
+# --------------------------------------------------------------------------
+# Past one process: serve, worker, and `task ...` commands
+# --------------------------------------------------------------------------
+# The same tools over streamable HTTP. With memory:// its tasks outlive
+# clients but not the server process; with Redis they outlive the server
+# too, and worker processes can run them.
 
 
 def http_status(url: str, token: str | None) -> int:
@@ -1202,72 +1048,97 @@ async def require_redis(url: str) -> None:
 
 async def serve(port: int, backend: str, worker: bool, tokens: dict[str, str]) -> None:
     """Serve the tools over streamable HTTP until stopped."""
-    if backend.startswith("redis"):
+    shared = backend.startswith("redis")
+    if shared:
         await require_redis(backend)
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", port)) == 0:
             raise DemoError(f"port {port} is in use: choose another --port")
-    server = build_server(backend=backend, queue="tasks-demo",
-                          concurrency=10 if worker else 0, tokens=tokens)
-    print(f"serving http://127.0.0.1:{port}/mcp pid={os.getpid()} backend={backend} "
-          f"worker={'yes' if worker else 'no'} auth={'tokens' if tokens else 'none'}",
-          flush=True)
-    await server.run_http_async(host="127.0.0.1", port=port, show_banner=False,
-                                log_level="warning")
-
-
-async def worker(backend: str) -> None:
-    """Run tasks from a shared Redis backend, for whichever server accepted them.
-
-    The same as fastmcp-tasks' own worker command:
-    FASTMCP_DOCKET_URL=redis://... python -m fastmcp_tasks.worker_cli worker tasks_demo.py:mcp
-    """
-    await require_redis(backend)
-    server = build_server(backend=backend, queue="tasks-demo")
-    async with server._lifespan_manager():  # the lifespan runs the Docket worker
-        print(f"worker pid={os.getpid()} backend={backend}", flush=True)
+    auth = StaticTokenVerifier({t: {"client_id": n} for t, n in tokens.items()}) if tokens else None
+    server = tasks_server(backend=backend, queue="tasks-demo", auth=auth,
+                          concurrency=10 if worker else 0)
+    # In memory the tasks die with the process: nothing to drain, so leave.
+    async with on_http(server, port, drain=shared) as url:
+        print(f"serving {url} pid={os.getpid()} backend={backend} "
+              f"worker={'yes' if worker else 'no'} auth={'tokens' if tokens else 'none'}",
+              flush=True)
         await asyncio.Event().wait()
 
 
+async def worker(backend: str) -> None:
+    """Run tasks from a shared Redis, whichever server accepted them.
+
+    The same as fastmcp-tasks' own worker on the module-level `mcp`:
+    FASTMCP_DOCKET_URL=redis://... python -m fastmcp_tasks.worker_cli worker tasks_demo.py:mcp
+    """
+    await require_redis(backend)
+    server = tasks_server(backend=backend, queue="tasks-demo")
+    stop = asyncio.Event()
+
+    def first_ctrl_c() -> None:
+        print("draining: running tasks finish first (Ctrl-C again to leave now; "
+              f"their tasks then run again elsewhere after {REDELIVERY_TIMEOUT.seconds} s)",
+              flush=True)
+        stop.set()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, leave_now)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, first_ctrl_c)
+    async with server._lifespan_manager():  # the lifespan runs the Docket worker
+        print(f"worker pid={os.getpid()} backend={backend}", flush=True)
+        await stop.wait()
+    print("drained", flush=True)
+
+
 async def task_command(args: argparse.Namespace) -> str:
-    """`task submit|status|watch|result|cancel`: what to print."""
+    """`task submit|status|watch|result|cancel`: what to print last."""
     if getattr(args, "task_id", None) == "-":
         args.task_id = (await asyncio.to_thread(sys.stdin.readline)).strip()
     async with remote(args.url, args.token) as client:
         if args.action == "submit":
             work = {"label": args.label, "seconds": args.seconds, "steps": args.steps}
-            return (await call_tool_task(client, "work", work)).task_id
-        task = await attach(client, args.task_id, "work")
+            task = await call_tool_task(client, "work", work)
+            if not args.wait:
+                return task.task_id
+            print(task.task_id, flush=True)  # first, so that the id is never lost
+        else:
+            task = await attach(client, args.task_id, "work")
         if args.action == "status":
             status = await task.status()
             return f"{state_of(status)} {status.status_message or ''}".strip()
-        if args.action == "watch":
-            last_seen: list[tuple] = [()]
-
-            def show_change(sample: Sample) -> None:  # one line per change, not per poll
-                if (sample.state, sample.message) != last_seen[0]:
-                    last_seen[0] = (sample.state, sample.message)
-                    print(f"{sample.at:6.2f} s  {sample.state:16}  {sample.message or ''}",
-                          flush=True)
-            return " → ".join(transitions(await follow(task, now(), on_sample=show_change)))
         if args.action == "cancel":
             await task.cancel()
             return state_of(await task.status())
-        final = await task.wait(timeout=24 * 3600)  # result
+        if args.action in ("watch", "submit"):
+            seen = []
+
+            def show_change(sample: Sample) -> None:  # a line per change, not per poll
+                if (sample.state, sample.message) not in seen[-1:]:
+                    seen.append((sample.state, sample.message))
+                    print(f"{sample.at:6.2f} s  {sample.state:16}  {sample.message or ''}",
+                          flush=True)
+            states = " → ".join(transitions(await follow(task, now(), on_sample=show_change)))
+            if args.action == "watch":
+                return states
+        final = await task.wait(timeout=24 * 3600)
         if final.status != "completed":
-            raise DemoError(f"task {args.task_id} ended {final.status}: "
+            raise DemoError(f"task {task.task_id} ended {final.status}: "
                             f"{final.status_message or final.error or ''}")
         return json.dumps(final.result.get("structuredContent") or final.result["content"])
 
 
-# Stories: this program starts the processes, talks to them as a client, and
-# kills every one of them at the end, on failure or on Ctrl-C.
+# --------------------------------------------------------------------------
+# The stories: this program starts the processes, talks to them as a
+# client, and kills every one at the end, on failure or on Ctrl-C.
+# --------------------------------------------------------------------------
+
+STORIES: dict[str, Callable[..., Awaitable[Observed]]] = {}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def story(fn: Callable[..., Awaitable[Observed]]) -> Callable[..., Awaitable[Observed]]:
+    STORIES[fn.__name__] = fn
+    return fn
 
 
 class Child:
@@ -1304,6 +1175,9 @@ class Child:
             await asyncio.sleep(0.02)
         raise DemoError(f"{self.name} did not print {text!r} within {timeout:.0f} s")
 
+    async def first_line(self, timeout: float = 30) -> str:
+        return await self.expect("", timeout)
+
     async def finish(self, timeout: float = 60) -> str:
         """Wait for the process to exit; its last line, or an error."""
         code = await asyncio.to_thread(self.process.wait, timeout)
@@ -1329,7 +1203,7 @@ async def client_process(name: str, *args: str) -> Child:
 
 
 @asynccontextmanager
-async def story_processes() -> AsyncIterator[None]:
+async def child_processes() -> AsyncIterator[None]:
     try:
         yield
     finally:
@@ -1354,30 +1228,23 @@ async def start_server(*args: str, port: int | None = None) -> tuple[Child, str]
     """Start `serve` in a process of its own; return once it accepts connections."""
     port = port or free_port()
     server = Child.demo(f"server :{port}", "serve", "--port", str(port), *args)
-    await server.expect("serving http")
-    deadline = now() + 30
-    while now() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return server, f"http://127.0.0.1:{port}/mcp"
-        if server.process.poll() is not None:
-            break
-        await asyncio.sleep(0.05)
-    raise DemoError(f"{server.name} never listened: {' / '.join(server.lines[-3:])}")
+    return server, (await server.expect("serving http")).split()[1]
 
 
-async def tenants(scale: float) -> Report:
-    """Bearer tokens make tasks private to the client that submitted them."""
-    t0 = now()
+@story
+async def tenants(scale: float) -> Observed:
+    """Bearer tokens: a task is found by its owner from another process, by nobody else."""
     alice, bob = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-    async with story_processes():
+    async with child_processes():
         server, url = await start_server("--token", f"alice={alice}", "--token", f"bob={bob}")
-        submit = await client_process("alice submits", "submit", "--url", url, "--token", alice,
+        submit = await client_process("alice submits", "submit", "--url", url, f"--token={alice}",
                                       "--seconds", str(1 * scale), "--label", "alice-report")
         task_id = submit.lines[-1]
 
         async def fetch(who: str, token: str | None) -> str:
-            args = ["result", "--url", url, task_id] + (["--token", token] if token else [])
+            # `--token=` and `--`: a token or an id may begin with "-".
+            args = ["result", "--url", url] + ([f"--token={token}"] if token else []) + [
+                "--", task_id]
             child = Child.demo(f"{who} fetches", "task", *args)
             try:
                 return "found: " + await child.finish()
@@ -1386,11 +1253,8 @@ async def tenants(scale: float) -> Report:
 
         people = {"alice": alice, "bob": bob, "no token": None}
         views = dict(zip(people, await asyncio.gather(*(fetch(*p) for p in people.items()))))
-    return Report(
-        pattern="tenants",
-        proved="with tokens a task id only works for its owner; without, the id is the key",
+    return Observed(
         ideal=1 * scale,
-        took=now() - t0,
         checks={"alice, from another process, got her result":
                 views["alice"].startswith("found") and "alice-report" in views["alice"],
                 "bob was told it does not exist": "not found" in views["bob"],
@@ -1398,15 +1262,14 @@ async def tenants(scale: float) -> Report:
         facts={"task_id": task_id, **{f"{who}_sees": v for who, v in views.items()},
                # Without auth anyone holding the id can read and cancel the
                # task, so the id must be unguessable: 32 random bytes.
-               "id_entropy_bits": 8 * len(base64.urlsafe_b64decode(task_id + "=="))},
-    )
+               "id_entropy_bits": 8 * len(base64.urlsafe_b64decode(task_id + "=="))})
 
 
-async def restart(scale: float) -> Report:
-    """With Redis, a task survives its server being killed outright."""
-    seconds = 6 * scale
-    t0 = now()
-    async with story_processes():
+@story
+async def restart(scale: float) -> Observed:
+    """Redis: SIGKILL the server mid-task, start it again: the task still finishes."""
+    seconds, t0 = 6 * scale, now()
+    async with child_processes():
         backend = await start_redis()
         port = free_port()
         first, url = await start_server("--backend", backend, port=port)
@@ -1416,36 +1279,32 @@ async def restart(scale: float) -> Report:
             task_id = task.task_id
             await follow(task, t0, until=past_step(3))
         first.kill()  # SIGKILL: no shutdown, no goodbye, the task is mid-run
-        killed_at = now()
+        killed_at = now() - t0
         second, _ = await start_server("--backend", backend, port=port)  # same address
         async with remote(url, None) as client:
             task = await attach(client, task_id, "work")
             samples = await follow(task, t0)
             result = (await task.result()).data
             again = (await task.result()).data
-        server_pids = [first.process.pid, second.process.pid]
-    restarted = next(s.at for s in samples if s.message and "started" in s.message)
-    return Report(
-        pattern="restart",
-        proved="with Redis, a task outlives a SIGKILLed server: another process finishes it",
+    rerun = next(s.at for s in samples if s.message and s.message.startswith("running"))
+    return Observed(
         ideal=seconds,
-        took=now() - t0,
-        checks={"task completed": transitions(samples)[-1] == "completed",
-                "result is the input": result["label"] == "R" and result["seconds"] == seconds,
-                "finished by the new server": result["pid"] == server_pids[1] != server_pids[0],
-                "same result when fetched again": result == again},
-        facts={"task_id": task_id, "killed_at_s": killed_at - t0,
-               "work_restarted_after_s": restarted - (killed_at - t0),
+        checks={"the task completed": samples[-1].state == "completed",
+                "its result is the work's": result["label"] == "R"
+                and result["seconds"] == seconds,
+                "the new server ran it, from the top": result["pid"] == second.process.pid,
+                "the same result when fetched again": result == again},
+        facts={"task_id": task_id, "killed_at_s": killed_at,
+               "run_again_after_s": rerun - killed_at,
                "redelivery_timeout_s": REDELIVERY_TIMEOUT.total_seconds(),
-               "after_restart": transitions(samples), "result": result},
-    )
+               "after_restart": transitions(samples), "result": result})
 
 
-async def distributed(scale: float) -> Report:
-    """Redis, a server that only accepts, two workers, and a process per client step."""
+@story
+async def distributed(scale: float) -> Observed:
+    """Redis, a submit-only server, two workers, and a process per client step."""
     seconds = 8 * scale
-    t0 = now()
-    async with story_processes():
+    async with child_processes():
         backend = await start_redis()
         workers = [Child.demo(f"worker {i}", "worker", "--backend", backend) for i in (1, 2)]
         server, url = await start_server("--backend", backend, "--no-worker")
@@ -1462,38 +1321,29 @@ async def distributed(scale: float) -> Report:
                            "--seconds", str(seconds * 10)))
         task_id, to_cancel = submit.lines[-1], submit_doomed.lines[-1]
         watch.send(task_id)
-        cancel = await client_process("cancel", "cancel", "--url", url, to_cancel)
+        cancel = await client_process("cancel", "cancel", "--url", url, "--", to_cancel)
         await watch.finish()
         fetched = await asyncio.gather(*(client_process(f"result {i}", "result", "--url", url,
-                                                        task_id) for i in (1, 2)))
-        views = {c.name: [c.lines[0]] if c in (server, *workers) else c.lines
+                                                        "--", task_id) for i in (1, 2)))
+        views = {c.name: c.lines[:1] if c in (server, *workers) else c.lines
                  for c in (server, *workers, submit, submit_doomed, watch, cancel, *fetched)}
     results = [json.loads(c.lines[-1]) for c in fetched]
-    worker_pids = {w.process.pid for w in workers}
-    server_pid = server.process.pid
-    return Report(
-        pattern="distributed",
-        proved="one task, many processes: accepted by one, run by another, watched and "
-               "fetched by others",
+    return Observed(
         ideal=seconds,
-        took=now() - t0,
-        checks={"a worker ran it, not the server": results[0]["pid"] in worker_pids
-                and results[0]["pid"] != server_pid,
+        checks={"a worker ran it": results[0]["pid"] in {w.process.pid for w in workers},
                 "the watcher saw progress, then the end": any("step" in l for l in watch.lines)
                 and watch.lines[-1].endswith("completed"),
                 "two processes fetched the same result": results[0] == results[1],
                 "the cancelled task is cancelled": cancel.lines[-1] == "cancelled"},
         facts={"task_id": task_id, "result": results[0],
                **{f"{name} said": lines[-1] for name, lines in views.items()},
-               "watch saw": [line.split("  ")[-1] for line in watch.lines if "step" in line]},
-    )
+               "watch saw": [line.split("  ")[-1] for line in watch.lines if "step" in line]})
 
 
 # --------------------------------------------------------------------------
-# 6. The bench: what a task costs, in numbers
+# The bench: what a task costs, in numbers
 # --------------------------------------------------------------------------
 
-LIBRARY_DEFAULT_POLL = TaskConfig().poll_interval  # 5 s
 ZERO_WORK = {"label": "zero", "seconds": 0, "steps": 1}
 
 
@@ -1505,6 +1355,16 @@ def percentile(values: list[float], p: float) -> float:
 def spread_ms(what: str, seconds: list[float]) -> dict:
     return {"what": what, "median_ms": 1000 * percentile(seconds, 50),
             "p90_ms": 1000 * percentile(seconds, 90), "worst_ms": 1000 * max(seconds)}
+
+
+@asynccontextmanager
+async def default_poll_server() -> AsyncIterator[FastMCP]:
+    """`work` as the library configures it by default: clients told to poll every 5 s."""
+    server = FastMCP("default-poll")
+    server.add_extension(TasksExtension(url="memory://", name=f"bench-{secrets.token_hex(4)}"))
+    server.tool(work, task=TaskConfig(mode="optional"))
+    async with server._lifespan_manager():
+        yield server
 
 
 async def seconds_to_result(client: Client, seconds: float) -> float:
@@ -1523,22 +1383,22 @@ async def result_lag(durations: tuple[float, ...], reps: int) -> list[dict]:
     """
     rows = []
     phase = POLL_INTERVAL.total_seconds() / reps
-    async with (serving(poll_interval=POLL_INTERVAL) as (ours, _),
-                serving(poll_interval=LIBRARY_DEFAULT_POLL) as (default, _),
+    async with (serving() as ours, default_poll_server() as default,
                 Client(ours) as ours_client, Client(default) as default_client):
         for client in (ours_client, default_client):
             await client.list_tools()  # the client caches output schemas once
         for seconds in durations:
-            lags: dict[timedelta, list[float]] = {POLL_INTERVAL: [], LIBRARY_DEFAULT_POLL: []}
+            lags: dict[str, list[float]] = {"ours": [], "default": []}
             for rep in range(reps):
-                work = seconds + rep * phase
+                work_s = seconds + rep * phase
                 # Both settings side by side: the 5 s one barely polls at all.
                 ours_s, default_s = await asyncio.gather(
-                    seconds_to_result(ours_client, work),
-                    seconds_to_result(default_client, work))
-                lags[POLL_INTERVAL].append(ours_s - work)
-                lags[LIBRARY_DEFAULT_POLL].append(default_s - work)
-            for interval, values in lags.items():
+                    seconds_to_result(ours_client, work_s),
+                    seconds_to_result(default_client, work_s))
+                lags["ours"].append(ours_s - work_s)
+                lags["default"].append(default_s - work_s)
+            for which, values in lags.items():
+                interval = POLL_INTERVAL if which == "ours" else TaskConfig().poll_interval
                 rows.append({"work_s": seconds,
                              "poll_interval_ms": int(interval.total_seconds() * 1000),
                              "median_ms": 1000 * percentile(values, 50),
@@ -1549,7 +1409,7 @@ async def result_lag(durations: tuple[float, ...], reps: int) -> list[dict]:
 async def overhead(samples: int) -> list[dict]:
     """What a task adds over a plain call, for work that takes no time."""
     plain_call, submit, status_read, to_result = [], [], [], []
-    async with (serving() as (server, _), Client(server) as client,
+    async with (serving() as server, Client(server) as client,
                 Client(server, mode="legacy") as plain):
         await client.list_tools()  # the client caches output schemas once
         await plain.call_tool("work", ZERO_WORK)  # warm both paths up first
@@ -1573,7 +1433,7 @@ async def overhead(samples: int) -> list[dict]:
 
 async def throughput(count: int) -> dict:
     """`count` zero-length tasks submitted and collected at once, vs plain calls."""
-    async with (serving() as (server, journal), Client(server) as client,
+    async with (serving() as server, Client(server) as client,
                 Client(server, mode="legacy") as plain):
         await client.list_tools()
         args = [{**ZERO_WORK, "label": f"T{i}"} for i in range(count)]
@@ -1592,11 +1452,11 @@ async def throughput(count: int) -> dict:
         "ratio_to_plain": plain_s / tasks_s,
         "every_result_once": [r.data["label"] for r in results] == labels
         and [r.data["label"] for r in plain_results] == labels
-        and all(journal.count(label, "done") == 2 for label in labels),  # task + plain
+        and all(JOURNAL.of(t.task_id) == ["start", "done"] for t in tasks),
     }
 
 
-def cold_start(reps: int) -> list[dict]:
+def cold_start(quick: bool) -> list[dict]:
     """Process start to answer, for the things a learner types first."""
     python, script = sys.executable, os.path.abspath(__file__)
     commands = {
@@ -1604,7 +1464,9 @@ def cold_start(reps: int) -> list[dict]:
         "import fastmcp_tasks": ["-c", "import fastmcp_tasks"],
         "tasks_demo.py await (first result)": [script, "--scale", "0.001", "await"],
     }
-    rows = []
+    if quick:
+        commands = {"tasks_demo.py --help": commands["tasks_demo.py --help"]}
+    reps, rows = 1 if quick else 3, []
     for what, args in commands.items():
         times = []
         for _ in range(reps):
@@ -1619,21 +1481,24 @@ async def bench(quick: bool) -> dict:
     """Every figure, as plain data (printed as tables, or as JSON)."""
     from importlib.metadata import version
 
+    scale = 0.1 if quick else 1.0
+    start = now()
+    compared = await compare(scale)
     return {
         "machine": {"python": sys.version.split()[0], "cpus": os.cpu_count(),
                     "fastmcp": version("fastmcp"), "fastmcp_tasks": version("fastmcp-tasks"),
                     "pydocket": version("pydocket"), "quick": quick},
+        "compare": compared.facts | {"scale": scale, "took_s": now() - start},
         "result_lag": await result_lag((0.1, 0.5) if quick else (0.1, 0.5, 1, 2, 3),
                                        reps=2 if quick else 4),
         "overhead": await overhead(samples=10 if quick else 50),
         "throughput": [await throughput(n) for n in ((20,) if quick else (100, 1000))],
-        "compare": (await compare(0.1 if quick else 1.0)).facts | {"scale": 0.1 if quick else 1.0},
-        "cold_start": cold_start(reps=1 if quick else 3),
+        "cold_start": cold_start(quick),
     }
 
 
 # --------------------------------------------------------------------------
-# 7. Presentation: print what the patterns observed
+# Printing what the lessons observed
 # --------------------------------------------------------------------------
 
 STATE_STYLE = {"completed": "green", "failed": "red", "cancelled": "yellow",
@@ -1656,19 +1521,22 @@ def shown(key: str, value: Any) -> str:
     return str(value)
 
 
-def show(console: Console, report: Report) -> None:
-    verdict = "[green]✓[/]" if report.holds else "[red]✗[/]"
-    console.print(f"{verdict} [bold]{report.proved}[/]")
-    console.print(f"  ideal {report.ideal:.2f} s, took {report.took:.2f} s")
-    for check, ok in report.checks.items():
+def claim(fn: Callable) -> str:
+    return fn.__doc__.strip().splitlines()[0]
+
+
+def show(console: Console, seen: Observed, took: float) -> None:
+    for check, ok in seen.checks.items():
         console.print(f"  {'[green]✓[/]' if ok else '[red]✗[/]'} {check}")
+    console.print(f"  [dim]ideal {seen.ideal:.2f} s, took {took:.2f} s[/]")
     table = Table(show_header=False, box=None, padding=(0, 2))
-    for key, value in report.facts.items():
+    for key, value in seen.facts.items():
         table.add_row(f"[dim]{key}[/]", shown(key, value))
     console.print(table)
 
 
-WHY_NO_MESSAGE = {"working (queued)": "[dim]waiting for a free worker[/]", "completed": "done"}
+WHY_NO_MESSAGE = {"working (queued)": "[dim]queued: waiting for a free worker[/]",
+                  "completed": "done"}
 
 
 def dashboard(latest: dict[str, Sample]) -> Table:
@@ -1684,27 +1552,31 @@ def dashboard(latest: dict[str, Sample]) -> Table:
     return table
 
 
-async def run_pattern(name: str, scale: float, console: Console) -> Report:
-    console.rule(f"[bold]{name}[/] — {PATTERNS[name]}")
-    if name == "poll":
+async def run_one(name: str, scale: float, console: Console) -> tuple[str, Observed, float]:
+    fn = LESSONS.get(name) or STORIES[name]
+    console.rule(f"[bold]{name}[/] — {claim(fn)}")
+    start = now()
+    if name == "poll":  # the showcase: a live table while the lesson runs
         with Live(dashboard({}), console=console, refresh_per_second=20) as live:
-            report = await poll_dashboard(scale, lambda latest: live.update(dashboard(latest)))
+            seen = await fn(scale, lambda latest: live.update(dashboard(latest)))
         console.print()
     else:
-        report = await LEARNING_ORDER[name](scale)
-    show(console, report)
-    return report
+        seen = await fn(scale)
+    took = now() - start
+    show(console, seen, took)
+    return name, seen, took
 
 
-def summary(reports: list[Report]) -> Table:
+def summary(runs: list[tuple[str, Observed, float]]) -> Table:
     table = Table(title="Summary")
-    for column in ("pattern", "what it proved", "ideal", "actual"):
-        table.add_column(column, justify="right" if column in ("ideal", "actual") else "left")
-    for r in reports:
-        mark = "[green]✓[/]" if r.holds else "[red]✗[/]"
-        table.add_row(r.pattern, f"{mark} {r.proved}", f"{r.ideal:.2f} s", f"{r.took:.2f} s")
-    table.add_row("[bold]total[/]", "", f"{sum(r.ideal for r in reports):.2f} s",
-                  f"{sum(r.took for r in reports):.2f} s")
+    for column in ("lesson", "what it showed", "ideal", "took"):
+        table.add_column(column, justify="right" if column in ("ideal", "took") else "left")
+    for name, seen, took in runs:
+        mark = "[green]✓[/]" if all(seen.checks.values()) else "[red]✗[/]"
+        table.add_row(name, f"{mark} {claim(LESSONS[name])}", f"{seen.ideal:.2f} s",
+                      f"{took:.2f} s")
+    table.add_row("[bold]total[/]", "", f"{sum(s.ideal for _, s, _ in runs):.2f} s",
+                  f"{sum(t for _, _, t in runs):.2f} s")
     return table
 
 
@@ -1732,60 +1604,152 @@ def show_bench(console: Console, figures: dict) -> None:
     machine = figures["machine"]
     console.rule(f"[bold]bench[/] — Python {machine['python']}, {machine['cpus']} CPUs, "
                  f"fastmcp {machine['fastmcp']}, fastmcp-tasks {machine['fastmcp_tasks']}")
-    console.print(table_of("1. Result lag: how late a finished task is seen", figures["result_lag"]))
-    console.print(table_of("2. Overhead of a task, zero-length work", figures["overhead"]))
-    console.print(table_of("3. Throughput, submitted and collected at once", figures["throughput"]))
     c = figures["compare"]
     console.print(table_of(
-        f"4. Compare: 3 s + 2 s + 1 s of work at scale {c['scale']}",
+        f"1. Compare: 3 s + 2 s + 1 s of work at scale {c['scale']}",
         [{"what": what, "took_s": c[key], "ratio_to_gather": c[key] / c["gather_s"]}
          for what, key in (("sequential", "sequential_s"), ("asyncio.gather", "gather_s"),
                            ("background tasks", "tasks_s"))]))
+    console.print(table_of("2. Result lag: how late a finished task is seen", figures["result_lag"]))
+    console.print(table_of("3. Overhead of a task, zero-length work", figures["overhead"]))
+    console.print(table_of("4. Throughput, submitted and collected at once", figures["throughput"]))
     console.print(table_of("5. Cold start, process start to answer", figures["cold_start"]))
 
 
-async def run(pattern: str, scale: float) -> bool:
-    console = Console()
-    if pattern in STORIES:
-        console.rule(f"[bold]{pattern}[/] — {STORIES[pattern]}")
-        report = await {"tenants": tenants, "restart": restart,
-                        "distributed": distributed}[pattern](scale)
-        show(console, report)
-        return report.holds
-    names = list(LEARNING_ORDER) if pattern == "all" else [pattern]
-    reports = [await run_pattern(name, scale, console) for name in names]
-    if pattern == "all":
-        console.print(summary(reports))
-    return all(r.holds for r in reports)
+# --------------------------------------------------------------------------
+# The command line
+# --------------------------------------------------------------------------
 
 
-def main(args: argparse.Namespace) -> int:
-    # The failure demo raises on purpose, and Docket and fastmcp-tasks log
-    # every such error with a full traceback. Here that would bury the lesson.
-    for noisy in ("docket", "fastmcp_tasks"):
-        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+class OneLineErrors(argparse.ArgumentParser):
+    """An argparse parser whose errors are a single line and exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_finite(text: str) -> float:
     try:
-        if args.pattern == "bench":
-            figures = asyncio.run(bench(args.quick))
-            if args.json:
-                print(json.dumps(figures, indent=2))
-            else:
-                show_bench(Console(), figures)
-            return 0
-        if args.pattern == "serve":
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = OneLineErrors(prog="tasks_demo.py",
+                           description="MCP background tasks on FastMCP 4, taught by running them.")
+    scale_help = "multiply every duration (0.1 runs ten times faster); default 1"
+    parser.add_argument("--scale", type=positive_finite, default=1.0, help=scale_help)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    runnable = {**{n: claim(f) for n, f in LESSONS.items()},
+                "all": "every lesson above, in this order, with a summary",
+                **{n: f"story: {claim(f)}" for n, f in STORIES.items()}}
+    for name, summary_line in runnable.items():
+        command = commands.add_parser(name, help=summary_line, description=summary_line)
+        # --scale after the command too; SUPPRESS keeps a value given before it.
+        command.add_argument("--scale", type=positive_finite, default=argparse.SUPPRESS,
+                             help=scale_help)
+    bench_help = "measure: compare, result lag, task overhead, throughput, cold start"
+    bench_command = commands.add_parser("bench", help=bench_help, description=bench_help)
+    bench_command.add_argument("--quick", action="store_true", help="a smaller run, in seconds")
+    bench_command.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+    # The pieces the stories are made of, to run by hand in separate terminals.
+    serve_command = commands.add_parser("serve", help="serve the tools over HTTP on 127.0.0.1")
+    serve_command.add_argument("--port", type=int, default=8000)
+    serve_command.add_argument("--backend", default="memory://",
+                               help="memory:// (this process) or redis://HOST:PORT/DB (shared)")
+    serve_command.add_argument("--no-worker", action="store_true",
+                               help="accept tasks but leave running them to `worker` processes")
+    serve_command.add_argument("--token", action="append", metavar="NAME=TOKEN",
+                               help="require bearer tokens; repeat for each client "
+                                    "(or TASKS_DEMO_TOKENS=alice=...,bob=...)")
+    worker_command = commands.add_parser("worker", help="run tasks for servers on a shared Redis")
+    worker_command.add_argument("--backend", required=True, help="redis://HOST:PORT/DB")
+
+    task = commands.add_parser("task", help="submit, status, watch, result, cancel: "
+                                            "a client of a `serve` process, by task id")
+    actions = task.add_subparsers(dest="action", metavar="ACTION", required=True)
+    client_help = {
+        "submit": "submit a work task and print its id (--wait: then follow it to the end)",
+        "status": "print a task's state and status message",
+        "watch": "follow a task's progress until it ends",
+        "result": "wait for a task's result and print it",
+        "cancel": "cancel a task",
+    }
+    for name, summary_line in client_help.items():
+        command = actions.add_parser(name, help=summary_line, description=summary_line)
+        command.add_argument("--url", default=DEFAULT_URL)
+        command.add_argument("--token", default=os.environ.get("TASKS_DEMO_TOKEN"),
+                             help="bearer token (or TASKS_DEMO_TOKEN)")
+        if name == "submit":
+            command.add_argument("--label", default="job")
+            command.add_argument("--seconds", type=positive_finite, default=10.0)
+            command.add_argument("--steps", type=int, default=10)
+            command.add_argument("--wait", action="store_true")
+        else:
+            command.add_argument("task_id", help="the id, or - to read it from stdin "
+                                                 "(task submit | task watch -)")
+    if argv[:1] == ["task"] and len(argv) > 2 and re.fullmatch(r"-[\w-]{20,}", argv[-1]):
+        argv = [*argv[:-1], "--", argv[-1]]  # an id that begins with "-" is still an id
+    args = parser.parse_args(argv)
+    shared = getattr(args, "backend", "").startswith("redis")
+    if args.command == "worker" and not shared:
+        parser.error("a worker in its own process needs a shared backend: "
+                     "--backend redis://HOST:PORT/DB")
+    if args.command == "serve" and args.no_worker and not shared:
+        parser.error("--no-worker needs a shared backend (--backend redis://...): "
+                     "with memory:// nothing else could run the tasks")
+    if args.command == "serve":
+        args.tokens = {}
+        from_env = os.environ.get("TASKS_DEMO_TOKENS")
+        for pair in args.token or (from_env.split(",") if from_env else []):
+            name, _, token = pair.partition("=")
+            if not name or not token:
+                parser.error(f"--token takes NAME=TOKEN, got {pair!r}")
+            args.tokens[token] = name
+    return args
+
+
+async def run(command: str, scale: float) -> bool:
+    console = Console()
+    runs = [await run_one(name, scale, console)
+            for name in (LESSONS if command == "all" else [command])]
+    if command == "all":
+        console.print(summary(runs))
+    return all(all(seen.checks.values()) for _, seen, _ in runs)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    try:
+        if args.command == "serve":
             asyncio.run(serve(args.port, args.backend, not args.no_worker, args.tokens))
-            return 0
-        if args.pattern == "worker":
+        elif args.command == "worker":
             asyncio.run(worker(args.backend))
-            return 0
-        if args.pattern == "task":
+        elif args.command == "task":
+            signal.signal(signal.SIGINT, leave_now)  # a client: nothing to hand over
             print(asyncio.run(task_command(args)))
-            return 0
-        return 0 if asyncio.run(run(args.pattern, args.scale)) else 1
+        elif args.command == "bench":
+            signal.signal(signal.SIGINT, leave_now)
+            figures = asyncio.run(bench(args.quick))
+            print(json.dumps(figures, indent=2)) if args.json else show_bench(Console(), figures)
+        else:
+            # In memory every task dies with this process anyway: Ctrl-C leaves
+            # at once (a story's processes go with it). The failure lesson
+            # raises on purpose, and Docket would log each one with a traceback.
+            signal.signal(signal.SIGINT, leave_now)
+            for noisy in ("docket", "fastmcp_tasks"):
+                logging.getLogger(noisy).setLevel(logging.CRITICAL)
+            return 0 if asyncio.run(run(args.command, args.scale)) else 1
     except DemoError as error:
         print(f"tasks_demo.py: error: {error}", file=sys.stderr)
         return 1
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(ARGS))
+    sys.exit(main(sys.argv[1:]))

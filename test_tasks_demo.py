@@ -1,8 +1,9 @@
-"""Every claim tasks_demo.py makes, checked through what its patterns observed.
+"""Every claim tasks_demo.py makes, checked through what its lessons observed.
 
-The patterns run for real at a small time scale: durations shrink, the
-protocol and the ratios between times do not. Each test reads the Report a
-pattern returned; none re-checks the pattern's own verdict alone.
+The lessons run for real at a small time scale: durations shrink, the
+protocol and the order of events do not. Each test reads what a lesson
+returned and asserts on the observations themselves, not only on the
+lesson's own verdict.
 """
 
 import asyncio
@@ -22,167 +23,152 @@ import tasks_demo as demo
 
 SCALE = 0.1  # a 3 s task takes 0.3 s
 HERE = Path(__file__).parent
+ON_CI = bool(os.environ.get("CI"))
 
 
-def run(pattern, *args, **kwargs) -> demo.Report:
-    # A bound, so that a pattern that hangs fails instead of stalling the suite.
-    return asyncio.run(asyncio.wait_for(pattern(*args, **kwargs), timeout=60))
+def run(lesson, *args, **kwargs) -> demo.Observed:
+    # A bound, so that a lesson that hangs fails instead of stalling the suite.
+    return asyncio.run(asyncio.wait_for(lesson(*args, **kwargs), timeout=90))
 
 
-# -- the patterns -----------------------------------------------------------
+def holds(seen: demo.Observed) -> bool:
+    return all(seen.checks.values())
+
+
+# -- the lessons --------------------------------------------------------------
 
 
 def test_compare_ratios_measured_in_one_run():
     scale = 0.2
-    r = run(demo.compare, scale)
-    f = r.facts
+    f = run(demo.compare, scale).facts
     # No way can beat the work itself...
     assert f["sequential_s"] >= 6 * scale
     assert f["gather_s"] >= 3 * scale and f["tasks_s"] >= 3 * scale
     # ...sequential pays for all three, the concurrent ways for the longest...
-    assert f["speedup_gather"] > 1.6
-    assert f["speedup_tasks"] > 1.6
+    assert f["sequential_s"] / f["gather_s"] > 1.6
+    assert f["sequential_s"] / f["tasks_s"] > 1.6
     # ...and tasks cost little over gather: a poll interval, not a second.
     assert f["tasks_over_gather"] < 1.3
     assert f["submit_all_s"] < f["tasks_s"] / 3
-    assert r.checks["every way returned every result"]
 
 
-def test_direct_await_returns_the_input():
-    r = run(demo.direct_await, SCALE)
-    assert r.facts["result"] == {"label": "A", "seconds": 1 * SCALE, "steps": 5, "pid": os.getpid()}
-    assert r.facts["state"] == "completed"
-    assert r.facts["poll_every_ms"] == 20  # our TaskConfig, advertised to the client
-    assert r.facts["result_kept_for_min"] == 15  # Docket's execution TTL
+def test_await_returns_the_result_and_what_the_server_advertises():
+    seen = run(demo.await_, SCALE)
+    assert seen.facts["result"] == {"label": "A", "seconds": 1 * SCALE, "steps": 5,
+                                    "pid": os.getpid()}
+    assert seen.facts["poll_every_ms"] == 20  # our TaskConfig, sent to the client
+    assert seen.facts["result_kept_for_min"] == 15  # Docket's execution TTL
+    assert holds(seen)
 
 
-def test_200_concurrent_tasks_each_returned_exactly_once():
-    r = run(demo.many_at_once, SCALE, count=200)
-    assert r.facts["unique_task_ids"] == 200
-    assert r.checks["results match inputs, in order"]
-    assert r.checks["no result lost or doubled"]
-    assert r.checks["each body ran once"]
+def test_200_concurrent_tasks_each_returned_once_to_its_caller():
+    seen = run(demo.many, SCALE, count=200)
+    assert seen.facts["distinct_task_ids"] == 200
+    assert holds(seen)
 
 
 def test_poll_sees_states_and_progress_in_order():
     updates = []
-    r = run(demo.poll_dashboard, SCALE, on_update=updates.append)
-    for label, states in r.facts["transitions"].items():
+    seen = run(demo.poll, SCALE, on_update=updates.append)
+    for label, states in seen.facts["transitions"].items():
         assert states[-1] == "completed", label
         assert "working" in states, label  # seen running, not only queued
-        # No state comes back once left: working never follows completed.
         assert states.index("working") < states.index("completed")
-    # Progress only moves forward. (Polling can miss a step that lasts less
-    # than a poll interval, so how many steps were seen is not asserted.)
-    for label, steps in r.facts["steps_seen"].items():
+    for label, steps in seen.facts["steps_seen"].items():
         assert steps and steps == sorted(steps), label
-    done = r.facts["done_at_s"]
+    done = seen.facts["done_at_s"]
     assert done["C"] < done["B"] < done["A"]
     assert updates and set(updates[-1]) == {"A", "B", "C"}  # the dashboard was fed
 
 
 def test_fire_and_forget_frees_the_client():
-    r = run(demo.fire_and_forget, SCALE)
-    assert r.facts["other_work_meanwhile"] == ["JOB 0", "JOB 1", "JOB 2", "JOB 3", "JOB 4"]
-    assert r.facts["task_state_meanwhile"] == "working"
-    assert r.facts["short_wait_timed_out"]
-    assert r.facts["submit_s"] < 2 * SCALE  # back before the work could be done
-    assert r.facts["result_at_s"] >= 2 * SCALE
-    assert r.holds
+    seen = run(demo.fire_and_forget, SCALE)
+    assert seen.facts["other_work_meanwhile"] == [f"JOB {i}" for i in range(5)]
+    assert seen.facts["short_wait_timed_out"] and seen.facts["state_after_it"] == "working"
+    assert seen.facts["submit_s"] < 2 * SCALE  # back before the work could be done
+    assert holds(seen)
 
 
-def test_reconnect_work_ran_while_disconnected():
-    r = run(demo.reconnect, SCALE)
-    assert r.facts["steps_while_away"], "no step ran while no client was connected"
-    before = int(re.search(r"step (\d+)/", r.facts["last_seen_before_closing"])[1])
-    after = int(re.search(r"step (\d+)/", r.facts["first_seen_after_reopening"])[1])
-    assert after > before  # progress had moved on when we came back
-    assert r.facts["transitions_after"][-1] == "completed"
-    assert r.checks["ran once"] and r.checks["result is the input"]
+def test_reconnect_work_went_on_while_nobody_was_connected():
+    seen = run(demo.reconnect, SCALE)
+    before = demo.step_of(seen.facts["last_seen_before_closing"])
+    after = demo.step_of(seen.facts["first_seen_after_reopening"])
+    assert 2 <= before < after  # progress had moved on when we came back
+    assert holds(seen)
 
 
-def test_crash_leaves_the_result_and_no_rerun():
-    r = run(demo.crash, SCALE)
-    assert r.facts["steps_before_crash"][0] == "start"  # died mid-task:
-    assert "done" not in r.facts["steps_before_crash"]  # started, not finished
-    assert r.facts["result"] == {"label": "K", "seconds": 2 * SCALE, "steps": 5, "pid": os.getpid()}
-    assert r.facts["body_runs"] == 1
+def test_crash_a_sigkilled_client_process_loses_nothing():
+    seen = run(demo.crash, SCALE)
+    assert seen.checks["the client process died of SIGKILL"]
+    assert seen.checks["it died while the body ran"]
+    assert "step" in seen.facts["victim_last_said"]  # it was mid-wait, printing progress
+    assert json.loads(seen.facts["survivor_said"]) == {
+        "label": "K", "seconds": 3 * SCALE, "steps": 10, "pid": os.getpid()}
+    assert seen.checks["the body ran exactly once"]
 
 
 def test_teammates_see_progress_and_identical_results():
-    r = run(demo.teammates, SCALE)
-    assert any("step" in m for m in r.facts["bob_saw"])
-    assert r.facts["carol_said"].endswith("is completed")
-    assert r.checks["all three fetched an identical result"]
-    assert r.facts["result"]["label"] == "tests"
+    seen = run(demo.teammates, SCALE)
+    assert seen.facts["bob_saw"]
+    assert seen.facts["carol_said"].endswith("is completed")
+    assert seen.facts["result"]["label"] == "tests"
+    assert holds(seen)
 
 
 def test_cancel_stops_the_body():
-    r = run(demo.cancel, SCALE)
-    assert r.facts["body_events"][-1] == "cancelled"
-    assert "done" not in r.facts["body_events"]
-    assert r.facts["steps_done"] < 10 and r.facts["steps_after_cancel"] == 0
-    assert "cancelled" in r.facts["result_raised"]
+    seen = run(demo.cancel, SCALE)
+    assert seen.facts["body_ended"] == "cancelled"
+    assert 0 <= seen.facts["body_stopped_after_cancel_ms"] < 1000
+    assert "cancelled" in seen.facts["result_raised"]
+    assert holds(seen)
 
 
 def test_failure_both_kinds():
-    r = run(demo.failure, SCALE)
-    tool_error, bug, protocol = (r.facts[k] for k in ("bad_input", "bug", "backend_down"))
-    assert tool_error == {"state": "completed", "is_error_result": True,
-                          "message": "the input was rejected by the tool", "error_code": None}
-    assert bug["state"] == "completed" and bug["is_error_result"]
-    assert "division by zero" in bug["message"]
-    assert protocol == {"state": "failed", "is_error_result": False,
-                        "message": "the storage backend is unreachable", "error_code": -32603}
+    seen = run(demo.failure, SCALE)
+    tool_error, bug, protocol = (seen.facts[k] for k in ("bad_input", "bug", "backend_down"))
+    assert tool_error == {"state": "completed", "is_error": True,
+                          "says": "the input was rejected by the tool", "code": None}
+    assert bug["state"] == "completed" and bug["is_error"]
+    assert "division by zero" in bug["says"]
+    assert protocol == {"state": "failed", "is_error": False,
+                        "says": "the storage backend is unreachable", "code": -32603}
 
 
 def test_input_round_trip():
-    r = run(demo.ask_for_input, SCALE)
-    assert "input_required" in r.facts["transitions"]
-    assert r.facts["transitions"][-1] == "completed"
-    assert r.facts["question"] == ["Approve 'deploy v2'?"]
-    assert r.facts["result"] == "deploy v2: approved by dana"
-    assert r.checks["body ran twice, once per leg"]
+    seen = run(demo.input_, SCALE)
+    assert seen.facts["transitions"][-2:] == ["input_required", "completed"]
+    assert seen.facts["result"] == "deploy v2: approved by dana"
+    assert holds(seen)
 
 
 def test_limits_queue_and_rate_limit():
-    scale = 0.4
-    r = run(demo.limits, scale)
-    assert r.facts["accepted"] == ["alice-0", "alice-1", "alice-2",
-                                   "bob-0", "bob-1", "bob-2", "bob-3"]
-    assert [x.split(":")[0] for x in r.facts["rejected"]] == ["bob-4", "bob-5"]
-    assert r.facts["most_at_once"] == 2
-    assert r.facts["seen_queued"] >= 5
-    # The queue shows in the times, as ratios to one task's duration: tasks
-    # start in waves of two, and 7 tasks take about 4 durations, far from 1
-    # (no limit) and from 7 (one at a time).
-    one = 0.5 * scale
-    started = r.facts["started_at_s"]
-    assert started[1] - started[0] < 0.5 * one  # first wave together
-    assert started[2] - started[0] > 0.8 * one  # the third waited for a slot
-    assert started[6] - started[0] > 2.8 * one  # the seventh, for three waves
-    assert 4 <= r.facts["drained_s"] / one < 5.5
+    seen = run(demo.limits, 0.2)
+    assert seen.facts["accepted"] == ["alice-0", "alice-1", "alice-2",
+                                      "bob-0", "bob-1", "bob-2", "bob-3"]
+    assert [x.split(":")[0] for x in seen.facts["refused"]] == ["bob-4", "bob-5"]
+    # Tasks waited in the queue, and the client saw them there: the last of
+    # the seven waits three waves, many polls long.
+    assert seen.facts["polls_that_saw_queued"] > 0
+    assert holds(seen)
 
 
 def test_research_one_task_and_composed():
-    r = run(demo.research, SCALE)
-    assert r.facts["phases"][:3] == ["planning 3 searches",
-                                    "searching 3 sources in parallel", "analysing findings"]
-    assert r.checks["laptop and phone got the same report"]
-    assert r.checks["searches ran in parallel"]
-    # Composed from the client or run as one task: about the same time.
-    assert 0.7 < r.facts["composed_s"] / r.facts["one_task_s"] < 1.5
+    seen = run(demo.research, 0.3)  # phases long enough for several polls each
+    said = [p for p in seen.facts["phases"] if not p.startswith("running in process")]
+    assert said == ["planning 3 searches", "searching 3 sources in parallel",
+                    "analysing findings"]
+    assert holds(seen)
 
 
 def test_instant_tool_is_never_a_task():
-    r = run(demo.instant, SCALE)
-    assert r.facts["answer"] == "HELLO"
-    assert r.facts["call_tool_task_said"] == "Tool 'instant' did not run as a task"
+    seen = run(demo.instant, SCALE)
+    assert seen.facts["answer"] == "HELLO"
+    assert seen.facts["call_tool_task_said"] == "Tool 'uppercase' did not run as a task"
 
 
 def test_attach_to_an_unknown_id_is_not_found():
     async def attach_unknown():
-        async with demo.serving() as (server, _), demo.Client(server) as client:
+        async with demo.serving() as server, demo.Client(server) as client:
             await demo.attach(client, "no-such-task", "work")
 
     with pytest.raises(demo.MCPError, match="not found"):
@@ -201,11 +187,80 @@ async def seen_from_second_server(first, second) -> str:
                 return str(error)
 
 
-def test_servers_on_one_memory_queue_share_tasks_so_demos_use_fresh_queues():
-    same = [demo.build_server(backend="memory://", queue="shared") for _ in range(2)]
+def test_servers_on_one_memory_queue_share_tasks_so_lessons_use_fresh_queues():
+    same = [demo.tasks_server(queue="shared") for _ in range(2)]
     assert asyncio.run(seen_from_second_server(*same)) == "completed"
-    fresh = [demo.build_server(backend="memory://", queue=f"q{i}") for i in range(2)]
+    fresh = [demo.tasks_server() for _ in range(2)]
     assert asyncio.run(seen_from_second_server(*fresh)).endswith("not found")
+
+
+def test_the_tool_bodies_paste_into_a_server_of_your_own():
+    # Each tool's source, without the evidence wrapper, in a new server.
+    import inspect
+
+    names = ["work", "uppercase", "fail", "approve", "deep_research", "plan", "search", "analyze"]
+    helpers = [demo.plan_queries, demo.search_source, demo.analyze_findings]
+    source = "\n".join(
+        "\n".join(l for l in inspect.getsource(getattr(demo, n).__wrapped__
+                                                if hasattr(getattr(demo, n), "__wrapped__")
+                                                else getattr(demo, n)).splitlines()
+                  if l.strip() != "@observed")
+        for n in names) + "\n" + "\n".join(inspect.getsource(h) for h in helpers)
+    assert "JOURNAL" not in source and "observed" not in source
+    namespace = {name: getattr(demo, name) for name in (
+        "annotations", "asyncio", "os", "time", "Annotated", "Literal", "Field", "Context",
+        "CurrentContext", "ToolError", "MCPError", "InputRequiredResult", "ElicitRequest",
+        "ElicitRequestFormParams", "APPROVAL", "Topic", "Sources", "Seconds", "TaskConfig",
+        "TasksExtension", "FastMCP", "POLL_INTERVAL")}
+    exec("mcp = FastMCP('mine')\n"
+         "mcp.add_extension(TasksExtension(url='memory://', name='mine'))\n"
+         "TASK = TaskConfig(mode='optional', poll_interval=POLL_INTERVAL)\n" + source, namespace)
+
+    async def use_it():
+        mine = namespace["mcp"]
+        async with demo.Client(mine) as client:
+            task = await demo.call_tool_task(client, "work", {"label": "x", "seconds": 0.05})
+            research = await demo.call_tool_task(client, "deep_research",
+                                                 {"topic": "t", "seconds": 0.05})
+            return (await task).data, (await research).data, sorted(
+                t.name for t in await client.list_tools())
+
+    work, research, tools = asyncio.run(use_it())
+    assert work["label"] == "x" and research["sources"] == 3
+    assert tools == sorted(names)
+
+
+def test_journal_keeps_bounded_memory():
+    journal = demo.Journal()
+    for i in range(journal.events.maxlen + 5):
+        journal.events.append((i, f"t{i}", "start"))
+    assert len(journal.events) == journal.events.maxlen
+    assert journal.of("t0") == [] and journal.of(f"t{i}") == ["start"]
+
+
+def test_rate_limit_keys_on_the_token_when_there_is_one_and_forgets_old_clients():
+    limit = demo.SubmissionLimit(burst=1, per_second=0.001, clients=3)
+    tokens = {"tok-alice": "alice"}
+    auth = demo.StaticTokenVerifier({t: {"client_id": n} for t, n in tokens.items()})
+
+    async def submissions(token, declared_ids):
+        server = demo.tasks_server(auth=auth if token else None, middleware=(limit,))
+        async with demo.on_http(server) as url, demo.Client(url, auth=token) as client:
+            outcomes = []
+            for client_id in declared_ids:
+                try:
+                    await demo.call_tool_task(client, "work", {"label": "x", "seconds": 0},
+                                              meta={"client_id": client_id})
+                    outcomes.append("accepted")
+                except demo.MCPError:
+                    outcomes.append("refused")
+            return outcomes
+
+    # Authenticated: the declared id changes, the key (the token's client) does not.
+    assert asyncio.run(submissions("tok-alice", ["x1", "x2"])) == ["accepted", "refused"]
+    # Anonymous: a new declared id is a new bucket; that is all it is worth.
+    assert asyncio.run(submissions(None, ["a1", "a2", "a3", "a4"])) == ["accepted"] * 4
+    assert len(limit.buckets) == 3  # the least recently seen were dropped
 
 
 # -- the script as a learner runs it ---------------------------------------
@@ -216,43 +271,65 @@ def script(*args, **kwargs) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120, **kwargs)
 
 
-def test_all_runs_every_pattern_and_prints_the_summary():
+def test_all_runs_every_lesson_and_prints_the_summary():
     result = script("--scale", str(SCALE), "all")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Summary" in result.stdout
-    for name in demo.LEARNING_ORDER:
+    for name in demo.LESSONS:
         assert re.search(rf"│ {re.escape(name)}\s+│ ✓", result.stdout), name
     assert "\x1b[" not in result.stdout  # piped: plain text, no control codes
     assert "Traceback" not in result.stderr
 
 
-def test_help_lists_every_pattern():
-    result = script("--help")
-    assert result.returncode == 0
-    for name in demo.PATTERNS:
-        assert name in result.stdout
+def test_readme_teaches_exactly_the_lessons_the_script_has():
+    readme = (HERE / "README.md").read_text()
+    taught = re.findall(r"^### `(?:uv run tasks_demo\.py )?([\w-]+)`", readme, re.M)
+    assert taught == list(demo.LESSONS)
+
+
+def in_process(args: list[str], capsys) -> tuple[int, str, str]:
+    """main(args) as the script runs it, in this process: (exit status, stdout, stderr)."""
+    saved = signal.getsignal(signal.SIGINT)  # main() installs its own Ctrl-C handler
+    try:
+        code = demo.main(args)
+    except SystemExit as leaving:
+        code = leaving.code
+    finally:
+        signal.signal(signal.SIGINT, saved)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line(err: str) -> str:
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
 
 
 @pytest.mark.parametrize("args", [
-    ["no-such-demo"], [],
-    ["--scale", "0", "all"], ["--scale", "-1", "all"], ["--scale", "abc", "all"],
+    [], ["--scale", "0", "all"], ["--scale", "-1", "all"], ["--scale", "abc", "all"],
     ["--scale", "inf", "all"], ["--scale", "nan", "all"], ["poll", "--scale", "nan"],
 ])
-def test_bad_input_is_one_line_and_exit_2(args):
-    result = script(*args)
-    assert result.returncode == 2
-    assert result.stdout == ""
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "Traceback" not in result.stderr
+def test_bad_input_is_one_line_and_exit_2(args, capsys):
+    code, out, err = in_process(args, capsys)
+    assert code == 2 and out == ""
+    assert re.match(r"tasks_demo\.py( \w+)?: error: ", one_line(err))
 
 
-def test_ctrl_c_mid_demo_exits_130_at_once():
+def test_the_script_itself_answers_bad_input_in_one_line():
+    result = script("no-such-demo")
+    assert result.returncode == 2 and result.stdout == ""
+    assert "invalid choice: 'no-such-demo'" in one_line(result.stderr)
+
+
+def test_ctrl_c_mid_lesson_exits_130_at_once():
     # `research` at full scale keeps a 2 s task running; a graceful worker
-    # shutdown would wait for it. Interrupt as soon as the demo has started.
+    # shutdown would wait for it. Interrupt as soon as the lesson has started.
     process = subprocess.Popen([sys.executable, str(HERE / "tasks_demo.py"), "research"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert "research" in process.stdout.readline()  # the demo is under way
+    assert "research" in process.stdout.readline()  # the lesson is under way
     time.sleep(0.3)
     sent = time.perf_counter()
     process.send_signal(signal.SIGINT)
@@ -262,66 +339,159 @@ def test_ctrl_c_mid_demo_exits_130_at_once():
     assert "Traceback" not in stderr and "interrupted" in stderr
 
 
-def test_script_header_names_the_project_dependencies():
-    tomllib = pytest.importorskip("tomllib")
+def uv(*args: str) -> str:
+    binary = os.environ.get("UV") or shutil.which("uv")
+    if binary is None and not ON_CI:
+        pytest.skip("uv is not installed")
+    result = subprocess.run([binary, *args], cwd=HERE, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_the_script_and_the_tests_resolve_the_same_versions():
+    # `uv run tasks_demo.py` reads the script's own header; `uv run pytest`
+    # reads uv.lock. A learner must run what is tested.
+    def pins(exported: str) -> set[str]:
+        return {line.split()[0].lower().replace("_", "-") for line in exported.splitlines()
+                if re.match(r"^[A-Za-z0-9_.-]+==", line)}
+
+    script_env = pins(uv("export", "--script", "tasks_demo.py", "--no-hashes"))
+    tested_env = pins(uv("export", "--frozen", "--no-dev", "--no-hashes"))
+    assert script_env == tested_env
+    assert "fastmcp-tasks==4.1.4" in script_env
+
+
+def test_the_file_imports_only_what_it_declares():
+    import tomllib
+
     source = (HERE / "tasks_demo.py").read_text()
     block = re.search(r"^# /// script\n(.*?)^# ///$", source, re.S | re.M)[1]
     header = tomllib.loads("".join(line[2:] + "\n" for line in block.splitlines()))
+    declared = {re.split(r"[\[<>=]", d)[0].replace("-", "_") for d in header["dependencies"]}
+    imported = set(re.findall(r"^\s*(?:from|import) (\w+)", source, re.M))
+    third_party = imported - set(sys.stdlib_module_names) - {"__future__"}
+    # Distribution names that differ from their import names:
+    assert third_party - {"docket", "fastmcp_tasks"} <= declared, third_party - declared
+    assert {"pydocket", "fastmcp"} <= declared  # docket; fastmcp[tasks] brings fastmcp_tasks
     project = tomllib.loads((HERE / "pyproject.toml").read_text())["project"]
     assert header["dependencies"] == project["dependencies"]
-    assert header["requires-python"] == project["requires-python"]
 
 
 # -- beyond one process: real processes on loopback -------------------------
 
 # CI installs redis-server and must not skip these; elsewhere they skip.
 needs_redis = pytest.mark.skipif(
-    shutil.which("redis-server") is None and not os.environ.get("CI"),
+    shutil.which("redis-server") is None and not ON_CI,
     reason="redis-server is not installed (apt-get install redis-server)")
 
 
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
+def our_children() -> list[int]:
+    """Processes this test process started that are still running."""
+    me = Path(f"/proc/{os.getpid()}/task")
+    pids = [int(p) for t in me.iterdir() for p in (t / "children").read_text().split()]
+    return [pid for pid in pids if running(pid)]
+
+
+def running(pid: int) -> bool:
+    """Gone, or a zombie left to reap, is not running."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_tenants_a_task_is_found_by_its_owner_only():
-    r = run(demo.tenants, 0.2)
+    seen = run(demo.tenants, 0.2)
     # Alice submitted in one process and fetched from another.
-    assert r.facts["alice_sees"].startswith("found: ")
-    assert json.loads(r.facts["alice_sees"][7:])["label"] == "alice-report"
-    assert "not found" in r.facts["bob_sees"]
-    assert "HTTP 401" in r.facts["no token_sees"]
-    assert r.facts["id_entropy_bits"] == 256
+    assert seen.facts["alice_sees"].startswith("found: ")
+    assert json.loads(seen.facts["alice_sees"][7:])["label"] == "alice-report"
+    assert "not found" in seen.facts["bob_sees"]
+    assert "HTTP 401" in seen.facts["no token_sees"]
+    assert seen.facts["id_entropy_bits"] == 256
+    assert not our_children()
 
 
 @needs_redis
 def test_restart_a_sigkilled_servers_task_completes_once():
-    r = run(demo.restart, 0.5)
-    assert r.facts["after_restart"][-1] == "completed"
-    result = r.facts["result"]
+    seen = run(demo.restart, 0.5)
+    assert seen.facts["after_restart"][-1] == "completed"
+    result = seen.facts["result"]
     assert (result["label"], result["seconds"], result["steps"]) == ("R", 3.0, 12)
-    assert r.checks["finished by the new server"]
-    assert r.checks["same result when fetched again"]
+    assert seen.checks["the new server ran it, from the top"]
+    assert seen.checks["the same result when fetched again"]
     # The work can only restart once the dead worker's claim has lapsed: one
     # redelivery timeout after its last renewal, which came at most a quarter
     # of a timeout before the kill.
     timeout = demo.REDELIVERY_TIMEOUT.total_seconds()
-    assert 0.75 * timeout <= r.facts["work_restarted_after_s"] < timeout + 10
+    assert 0.75 * timeout <= seen.facts["run_again_after_s"] < timeout + 10
+    assert not our_children()
 
 
 @needs_redis
 def test_distributed_one_task_many_processes():
-    r = run(demo.distributed, 0.5)
-    assert r.facts["result"]["label"] == "build"
-    assert r.facts["result 1 said"] == r.facts["result 2 said"]
-    assert r.checks["a worker ran it, not the server"]
-    assert r.checks["the watcher saw progress, then the end"]
-    assert r.facts["cancel said"] == "cancelled"
-    assert not demo.CHILDREN  # every process it started is gone
+    seen = run(demo.distributed, 0.5)
+    assert seen.facts["result"]["label"] == "build"
+    assert seen.facts["result 1 said"] == seen.facts["result 2 said"]
+    assert seen.checks["a worker ran it"]
+    assert seen.checks["the watcher saw progress, then the end"]
+    assert seen.facts["cancel said"] == "cancelled"
+    assert not our_children()  # every process it started is gone
+
+
+@needs_redis
+def test_the_library_worker_command_serves_this_server():
+    # The docstring of `worker` says fastmcp-tasks' own worker does the same
+    # job on the module-level `mcp`: the same queue, only the URL to set.
+    async def story():
+        async with demo.child_processes():
+            backend = await demo.start_redis()
+            _, url = await demo.start_server("--backend", backend, "--no-worker")
+            library_worker = demo.Child(
+                "worker_cli", "env", f"FASTMCP_DOCKET_URL={backend}", sys.executable,
+                "-m", "fastmcp_tasks.worker_cli", "worker", f"{HERE / 'tasks_demo.py'}:mcp")
+            async with demo.remote(url, None) as client:
+                task = await demo.call_tool_task(client, "work", {"label": "w", "seconds": 0.1})
+                result = await asyncio.wait_for(task.result(), 60)
+            return result.data["pid"], library_worker.process.pid
+
+    ran_in, worker_pid = asyncio.run(story())
+    assert ran_in == worker_pid  # `env` execs python: the worker keeps Popen's pid
+    assert not our_children()
+
+
+@needs_redis
+def test_ctrl_c_on_a_redis_worker_drains_and_twice_leaves_at_once():
+    async def story():
+        async with demo.child_processes():
+            backend = await demo.start_redis()
+            _, url = await demo.start_server("--backend", backend, "--no-worker")
+            outcomes = {}
+            for presses in (1, 2):
+                worker = demo.Child.demo(f"worker {presses}", "worker", "--backend", backend)
+                await worker.expect("worker pid=")
+                async with demo.remote(url, None) as client:
+                    task = await demo.call_tool_task(client, "work", {
+                        "label": f"drain-{presses}", "seconds": 3, "steps": 30})
+                    await demo.follow(task, demo.now(), until=demo.past_step(1))
+                    for _ in range(presses):
+                        worker.process.send_signal(signal.SIGINT)
+                        await worker.expect("draining")
+                    sent = demo.now()
+                    code = await asyncio.to_thread(worker.process.wait, 30)
+                    left_after = demo.now() - sent
+                    state = (await task.status()).status
+                outcomes[presses] = (code, left_after, state, worker.lines[-1])
+            return outcomes
+
+    outcomes = asyncio.run(asyncio.wait_for(story(), 90))
+    code, left_after, state, last = outcomes[1]
+    # One Ctrl-C: the running task finished first (3 s of work, ~0.1 s done).
+    assert state == "completed" and last == "drained" and left_after > 2
+    code, left_after, state, last = outcomes[2]
+    # Twice: at once, the task left running for another worker to take over.
+    assert code == 130 and left_after < 1.5 and state == "working"
+    assert not our_children()
 
 
 @pytest.mark.parametrize("args, says", [
@@ -330,8 +500,9 @@ def test_distributed_one_task_many_processes():
     (["serve", "--backend", "redis://127.0.0.1:9/0"], "cannot reach Redis"),
     (["worker", "--backend", "redis://127.0.0.1:9/0"], "cannot reach Redis"),
 ])
-def test_unreachable_things_are_one_line_errors(args, says):
-    assert says in one_line_error(script(*args))
+def test_unreachable_things_are_one_line_errors(args, says, capsys):
+    code, _, err = in_process(args, capsys)
+    assert code == 1 and says in one_line(err)
 
 
 def test_ctrl_c_during_a_story_leaves_nothing_running():
@@ -346,15 +517,7 @@ def test_ctrl_c_during_a_story_leaves_nothing_running():
     started = [int(pid) for pid in children.read_text().split()]
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=10) == 130
-    # Killed: gone, or a zombie left for init to reap. SIGKILL lands at once,
-    # but the kernel may take a moment to show it.
-    def running(pid: int) -> bool:
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-        except FileNotFoundError:
-            return False
-
-    deadline = time.perf_counter() + 5
+    deadline = time.perf_counter() + 5  # SIGKILL lands at once; /proc may lag
     while any(running(pid) for pid in started) and time.perf_counter() < deadline:
         time.sleep(0.05)
     assert not [pid for pid in started if running(pid)]
@@ -363,8 +526,13 @@ def test_ctrl_c_during_a_story_leaves_nothing_running():
 def test_a_story_without_redis_names_the_package(tmp_path):
     # A PATH with no redis-server on it (the script runs by absolute path).
     result = script("distributed", env={**os.environ, "PATH": str(tmp_path)})
-    assert "install the redis-server package" in one_line_error(result)
     assert result.returncode == 1
+    assert "install the redis-server package" in one_line(result.stderr)
+
+
+def test_a_task_id_may_begin_with_a_dash():
+    args = demo.parse_args(["task", "status", "-hbtzDkHkwWOlq-vkH_Dlp8RfyaTp8g1Rrr6k4XSF34"])
+    assert args.task_id == "-hbtzDkHkwWOlq-vkH_Dlp8RfyaTp8g1Rrr6k4XSF34"
 
 
 @pytest.mark.parametrize("args, says", [
@@ -373,9 +541,9 @@ def test_a_story_without_redis_names_the_package(tmp_path):
     (["serve", "--token", "no-equals-sign"], "NAME=TOKEN"),
     (["task", "status"], "task_id"),
 ])
-def test_bad_distributed_arguments_exit_2_at_once(args, says):
-    result = script(*args)
-    assert result.returncode == 2 and says in one_line_error(result)
+def test_bad_distributed_arguments_exit_2(args, says, capsys):
+    code, _, err = in_process(args, capsys)
+    assert code == 2 and says in one_line(err)
 
 
 # -- the bench ----------------------------------------------------------------
@@ -390,8 +558,10 @@ def test_bench_json_has_every_figure_and_accounts_for_every_result():
 
     lag = {(row["work_s"], row["poll_interval_ms"]): row for row in figures["result_lag"]}
     assert set(lag) == {(0.1, 20), (0.1, 5000), (0.5, 20), (0.5, 5000)}
-    for row in lag.values():
-        assert 0 < row["median_ms"] <= row["worst_ms"]
+    # A result cannot be seen before the work is done, nor (at a 20 ms
+    # interval) more than a few intervals after it.
+    assert all(row["median_ms"] >= 0 for row in lag.values())
+    assert lag[(0.5, 20)]["worst_ms"] < 200
     # The 5 s ceiling lets the client back off to 320 ms between polls by
     # 0.5 s: a finished task is seen far later than with our 20 ms.
     assert lag[(0.5, 5000)]["median_ms"] > 2 * lag[(0.5, 20)]["median_ms"]
@@ -399,14 +569,11 @@ def test_bench_json_has_every_figure_and_accounts_for_every_result():
     overhead = {row["what"]: row for row in figures["overhead"]}
     assert set(overhead) == {"plain call (no task)", "submit a task",
                              "read its status", "submit to result"}
-    assert all(0 < r["median_ms"] <= r["p90_ms"] <= r["worst_ms"] for r in overhead.values())
-    assert overhead["submit to result"]["median_ms"] > overhead["submit a task"]["median_ms"]
+    # Zero-length work: a task still costs a poll interval at most, not seconds.
+    assert overhead["submit to result"]["median_ms"] < 200
 
     (throughput,) = figures["throughput"]
     assert throughput["tasks"] == 20 and throughput["every_result_once"] is True
-    assert throughput["tasks_per_s"] > 0 and throughput["plain_calls_per_s"] > 0
 
-    compare = figures["compare"]
-    assert compare["sequential_s"] > compare["gather_s"] and compare["scale"] == 0.1
-    assert [row["what"] for row in figures["cold_start"]] == [
-        "tasks_demo.py --help", "import fastmcp_tasks", "tasks_demo.py await (first result)"]
+    assert figures["compare"]["scale"] == 0.1
+    assert [row["what"] for row in figures["cold_start"]] == ["tasks_demo.py --help"]
