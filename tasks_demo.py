@@ -80,6 +80,7 @@ from typing import Annotated, Any, Literal
 from fastmcp import Client, Context, FastMCP
 from fastmcp.dependencies import CurrentContext
 from fastmcp.exceptions import ToolError
+from docket import Timeout
 from docket.dependencies import current_execution
 from fastmcp.server.dependencies import get_access_token
 from fastmcp.server.middleware import Middleware
@@ -95,7 +96,8 @@ from fastmcp_tasks.client_models import (
 )
 from mcp.shared.exceptions import MCPError
 from mcp_types import REQUEST_TIMEOUT, ElicitRequest, ElicitRequestFormParams, InputRequiredResult
-from pydantic import Field
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import Field, TypeAdapter
 
 # ==========================================================================
 # 1. The server: one FastMCP app, the tasks extension, the tools
@@ -201,28 +203,45 @@ def observed(tool: Callable) -> Callable:
 
 # --------------------------------------------------------------------------
 # The tools. Each body pastes into your own server as it stands.
+#
+# A task holds a worker slot while its body runs, so input limits are
+# capacity limits: the schema refuses an hour and a day, NaN, a million steps
+# before any task exists. A wall-clock limit bounds what the inputs cannot (a
+# body that hangs): FastMCP's `timeout=` on a plain call, Docket's `Timeout`
+# on a task, which then ends `failed` and frees its slot.
 # --------------------------------------------------------------------------
 
+MAX_SECONDS, MAX_STEPS = 3600, 1000
+LIMIT = timedelta(seconds=MAX_SECONDS + 60)
+Seconds = Annotated[float, Field(description="how long it takes", ge=0, le=MAX_SECONDS,
+                                 allow_inf_nan=False)]
+REPORT_GAP = 0.05  # seconds between progress reports, at least
 
-@mcp.tool(task=TASK)
+
+@mcp.tool(task=TASK, timeout=LIMIT.total_seconds())
 @observed
 async def work(
     label: Annotated[str, Field(description="what to call this work", max_length=100)],
-    seconds: Annotated[float, Field(description="how long it takes", ge=0, le=3600,
-                                    allow_inf_nan=False)],
+    seconds: Seconds,
     steps: Annotated[int, Field(description="progress reports, evenly spaced", ge=1,
-                                le=1000)] = 5,
+                                le=MAX_STEPS)] = 5,
     ctx: Context = CurrentContext(),
+    limit: Timeout = Timeout(LIMIT),
 ) -> dict:
     """Work for `seconds` in equal `steps`, reporting progress after each."""
-    started = time.monotonic()
+    started, reported = time.monotonic(), -math.inf
     for step in range(1, steps + 1):
         # Sleep to this step's deadline rather than for a slice, so that the
         # ~2 ms a report costs does not stretch the work beyond `seconds`.
         await asyncio.sleep(started + step * seconds / steps - time.monotonic())
-        # tasks/get carries a status message, not the numbers: say it in words.
-        await ctx.report_progress(step, steps, f"{label}: step {step}/{steps} "
-                                               f"({100 * step // steps}%)")
+        # A client sees at most one status per poll, so more reports than that
+        # are only cost; on memory:// a flood of them also delays a cancel by
+        # seconds (docs/any-client.md). The last step is always reported.
+        if step == steps or time.monotonic() - reported >= REPORT_GAP:
+            reported = time.monotonic()
+            # tasks/get carries a status message, not the numbers: say it in words.
+            await ctx.report_progress(step, steps, f"{label}: step {step}/{steps} "
+                                                   f"({100 * step // steps}%)")
     # `pid`: which process did the work. With Redis and workers, not
     # necessarily the one that accepted the task.
     return {"label": label, "seconds": seconds, "steps": steps, "pid": os.getpid()}
@@ -251,11 +270,12 @@ async def fail(kind: Literal["bad_input", "bug", "backend_down"]) -> str:
     raise MCPError(code=-32603, message="the storage backend is unreachable")
 
 
-APPROVAL = {
-    "type": "object",
-    "properties": {"approved": {"type": "boolean"}, "approver": {"type": "string"}},
-    "required": ["approved", "approver"],
-}
+@dataclass
+class Decision:
+    """What `approve` asks the user for."""
+
+    approved: bool
+    approver: str
 
 
 @mcp.tool(task=TASK)
@@ -270,11 +290,19 @@ async def approve(
     question. The body *returns* an InputRequiredResult instead; the task
     parks in `input_required`, holding no worker, and when the client answers
     (tasks/update) the body runs again from the top, with the answers in
-    `ctx.input_responses`.
+    `ctx.input_responses`. A client on the older 2025-11-25 handshake knows
+    no InputRequiredResult: it makes a plain call, whose open request carries
+    an `elicitation/create` to it, so there `ctx.elicit()` is the way.
     """
+    request = ctx.request_context  # None inside a task
+    if not ctx.is_background_task and request.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+        answer = await ctx.elicit(f"Approve {action!r}?", response_type=Decision)
+        if answer.action == "accept" and answer.data.approved:
+            return f"{action}: approved by {answer.data.approver}"
+        return f"{action}: declined"
     if ctx.input_responses is None:
         question = ElicitRequestFormParams(message=f"Approve {action!r}?",
-                                           requested_schema=APPROVAL)
+                                           requested_schema=TypeAdapter(Decision).json_schema())
         return InputRequiredResult(input_requests={"decision": ElicitRequest(params=question)})
     answer = ctx.input_responses["decision"]
     if answer.action == "accept" and (answer.content or {}).get("approved"):
@@ -287,8 +315,6 @@ async def approve(
 
 Topic = Annotated[str, Field(description="what to research", max_length=200)]
 Sources = Annotated[int, Field(description="how many sources to search", ge=1, le=10)]
-Seconds = Annotated[float, Field(description="how long it takes", ge=0, le=3600,
-                                 allow_inf_nan=False)]
 
 
 async def plan_queries(topic: str, sources: int, seconds: float) -> list[str]:
@@ -309,10 +335,11 @@ async def analyze_findings(topic: str, findings: list[dict], seconds: float) -> 
             "findings": [f["finding"] for f in findings]}
 
 
-@mcp.tool(task=TASK)
+@mcp.tool(task=TASK, timeout=LIMIT.total_seconds())
 @observed
 async def deep_research(topic: Topic, sources: Sources = 3, seconds: Seconds = 2.0,
-                        ctx: Context = CurrentContext()) -> dict:
+                        ctx: Context = CurrentContext(),
+                        limit: Timeout = Timeout(LIMIT)) -> dict:
     """Plan, search `sources` in parallel, analyse: one task, `seconds` long.
 
     A quarter of the time plans, half searches, a quarter analyses.
@@ -851,7 +878,7 @@ async def limits(scale: float) -> Observed:
         checks={"never more than 2 ran at once": JOURNAL.most_at_once(ids) == concurrency,
                 "the rest started only as others ended":
                 sum(JOURNAL.time(i, "start") >= first_end for i in ids) == len(ids) - concurrency,
-                "seen queued ⇒ truly not started": all(s.asked < JOURNAL.time(i, "start")
+                "seen queued ⇒ truly not started": all(t0 + s.asked < JOURNAL.time(i, "start")
                                                        for s, i in queued),
                 "bob was cut off after 4": [r.split(":")[0] for r in refused]
                 == ["bob-4", "bob-5"],
@@ -966,25 +993,36 @@ class HttpServer(uvicorn.Server):
 
 
 @asynccontextmanager
-async def on_http(server: FastMCP, port: int | None = None,
+async def on_http(server: FastMCP, port: int | None = None, host: str = "127.0.0.1",
                   drain: bool = False) -> AsyncIterator[str]:
-    """Serve `server` over streamable HTTP on loopback; yield its URL."""
+    """Serve `server` over streamable HTTP; yield its URL.
+
+    Host/Origin protection on: a request whose Host is not this server's
+    (127.0.0.1, localhost, ::1, or `host`), or that comes from a web page of
+    another origin, is refused (421, 403). Without it a page in the user's
+    browser could drive a local server through DNS rebinding.
+    """
     port = port or free_port()
-    config = uvicorn.Config(server.http_app(), host="127.0.0.1", port=port,
-                            log_level="warning", timeout_graceful_shutdown=2)
-    web = HttpServer(config)
+    app = server.http_app(host_origin_protection=True,
+                          allowed_hosts=None if is_loopback(host) else [host])
+    web = HttpServer(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                    timeout_graceful_shutdown=2))
     web.drain = drain
     running = asyncio.create_task(web.serve())
     while not web.started:
         if running.done():
             await running  # raises what stopped it
-            raise DemoError(f"the HTTP server on port {port} stopped at once")
+            raise DemoError(f"the HTTP server on {host}:{port} stopped at once")
         await asyncio.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/mcp"
     finally:
         web.should_exit = True
         await running
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 # --------------------------------------------------------------------------
@@ -1046,19 +1084,24 @@ async def require_redis(url: str) -> None:
         await redis.aclose()
 
 
-async def serve(port: int, backend: str, worker: bool, tokens: dict[str, str]) -> None:
+async def serve(port: int, host: str, backend: str, worker: bool,
+                tokens: dict[str, str]) -> None:
     """Serve the tools over streamable HTTP until stopped."""
     shared = backend.startswith("redis")
     if shared:
         await require_redis(backend)
     with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", port)) == 0:
+        if probe.connect_ex(("127.0.0.1" if host in ("0.0.0.0", "::") else host, port)) == 0:
             raise DemoError(f"port {port} is in use: choose another --port")
+    if not is_loopback(host) and not tokens:
+        print(f"warning: serving on {host} without --token: anyone who can reach this "
+              "address can run tools and, with a task id, read and cancel its task",
+              file=sys.stderr, flush=True)
     auth = StaticTokenVerifier({t: {"client_id": n} for t, n in tokens.items()}) if tokens else None
     server = tasks_server(backend=backend, queue="tasks-demo", auth=auth,
                           concurrency=10 if worker else 0)
     # In memory the tasks die with the process: nothing to drain, so leave.
-    async with on_http(server, port, drain=shared) as url:
+    async with on_http(server, port, host, drain=shared) as url:
         print(f"serving {url} pid={os.getpid()} backend={backend} "
               f"worker={'yes' if worker else 'no'} auth={'tokens' if tokens else 'none'}",
               flush=True)
@@ -1286,7 +1329,8 @@ async def restart(scale: float) -> Observed:
             samples = await follow(task, t0)
             result = (await task.result()).data
             again = (await task.result()).data
-    rerun = next(s.at for s in samples if s.message and s.message.startswith("running"))
+    rerun = next((s.at for s in samples if s.message and s.message.startswith("running")),
+                 math.nan)  # NaN: never seen starting again
     return Observed(
         ideal=seconds,
         checks={"the task completed": samples[-1].state == "completed",
@@ -1638,6 +1682,19 @@ def positive_finite(text: str) -> float:
     return value
 
 
+def within(kind: type, low: float, high: float) -> Callable[[str], Any]:
+    """Parse a number from `low` to `high`: what the server would accept."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not low <= value <= high:  # NaN fails this too
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {text!r}")
+        return value
+    return parse
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = OneLineErrors(prog="tasks_demo.py",
                            description="MCP background tasks on FastMCP 4, taught by running them.")
@@ -1659,7 +1716,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
     # The pieces the stories are made of, to run by hand in separate terminals.
     serve_command = commands.add_parser("serve", help="serve the tools over HTTP on 127.0.0.1")
-    serve_command.add_argument("--port", type=int, default=8000)
+    serve_command.add_argument("--port", type=within(int, 1, 65535), default=8000)
+    serve_command.add_argument("--host", default="127.0.0.1",
+                               help="the address to bind; beyond loopback, use --token")
     serve_command.add_argument("--backend", default="memory://",
                                help="memory:// (this process) or redis://HOST:PORT/DB (shared)")
     serve_command.add_argument("--no-worker", action="store_true",
@@ -1687,8 +1746,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              help="bearer token (or TASKS_DEMO_TOKEN)")
         if name == "submit":
             command.add_argument("--label", default="job")
-            command.add_argument("--seconds", type=positive_finite, default=10.0)
-            command.add_argument("--steps", type=int, default=10)
+            command.add_argument("--seconds", type=within(float, 0, MAX_SECONDS), default=10.0)
+            command.add_argument("--steps", type=within(int, 1, MAX_STEPS), default=10)
             command.add_argument("--wait", action="store_true")
         else:
             command.add_argument("task_id", help="the id, or - to read it from stdin "
@@ -1727,7 +1786,8 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     try:
         if args.command == "serve":
-            asyncio.run(serve(args.port, args.backend, not args.no_worker, args.tokens))
+            asyncio.run(serve(args.port, args.host, args.backend, not args.no_worker,
+                              args.tokens))
         elif args.command == "worker":
             asyncio.run(worker(args.backend))
         elif args.command == "task":

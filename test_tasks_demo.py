@@ -199,7 +199,7 @@ def test_the_tool_bodies_paste_into_a_server_of_your_own():
     import inspect
 
     names = ["work", "uppercase", "fail", "approve", "deep_research", "plan", "search", "analyze"]
-    helpers = [demo.plan_queries, demo.search_source, demo.analyze_findings]
+    helpers = [demo.Decision, demo.plan_queries, demo.search_source, demo.analyze_findings]
     source = "\n".join(
         "\n".join(l for l in inspect.getsource(getattr(demo, n).__wrapped__
                                                 if hasattr(getattr(demo, n), "__wrapped__")
@@ -210,7 +210,8 @@ def test_the_tool_bodies_paste_into_a_server_of_your_own():
     namespace = {name: getattr(demo, name) for name in (
         "annotations", "asyncio", "os", "time", "Annotated", "Literal", "Field", "Context",
         "CurrentContext", "ToolError", "MCPError", "InputRequiredResult", "ElicitRequest",
-        "ElicitRequestFormParams", "APPROVAL", "Topic", "Sources", "Seconds", "TaskConfig",
+        "ElicitRequestFormParams", "dataclass", "TypeAdapter", "MODERN_PROTOCOL_VERSIONS",
+        "Timeout", "LIMIT", "REPORT_GAP", "math", "Topic", "Sources", "Seconds", "TaskConfig",
         "TasksExtension", "FastMCP", "POLL_INTERVAL")}
     exec("mcp = FastMCP('mine')\n"
          "mcp.add_extension(TasksExtension(url='memory://', name='mine'))\n"
@@ -540,10 +541,261 @@ def test_a_task_id_may_begin_with_a_dash():
     (["serve", "--no-worker"], "needs a shared backend"),
     (["serve", "--token", "no-equals-sign"], "NAME=TOKEN"),
     (["task", "status"], "task_id"),
+    (["task", "submit", "--seconds", "5000"], "must be from 0 to 3600"),
+    (["task", "submit", "--seconds", "nan"], "must be from 0 to 3600"),
+    (["task", "submit", "--steps", "0"], "must be from 1 to 1000"),
+    (["serve", "--port", "99999"], "must be from 1 to 65535"),
 ])
 def test_bad_distributed_arguments_exit_2(args, says, capsys):
     code, _, err = in_process(args, capsys)
     assert code == 2 and says in one_line(err)
+
+
+# -- served to any client, safely ---------------------------------------------
+
+MODERN = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+          "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
+          "io.modelcontextprotocol/clientCapabilities": {
+              "extensions": {"io.modelcontextprotocol/tasks": {}}}}
+
+
+def post(url: str, body: bytes, **headers: str) -> tuple[int, dict | str]:
+    """One raw POST, as any client sends it: (HTTP status, the JSON answer or the text)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "content-type": "application/json", "accept": "application/json, text/event-stream",
+        "mcp-protocol-version": "2026-07-28", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status, text = response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        status, text = error.code, error.read().decode()
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
+def rpc(url: str, method: str, params: dict, name: str | None = None) -> tuple[int, dict]:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                       "params": {**params, "_meta": MODERN}}).encode()
+    headers = {"mcp-method": method, **({"mcp-name": name} if name else {})}
+    return post(url, body, **headers)
+
+
+def said(answer: dict | str) -> str:
+    """What an answer says, error or isError result, in one string."""
+    if isinstance(answer, str):
+        return answer
+    if "error" in answer:
+        return answer["error"]["message"]
+    result = answer["result"]
+    return " ".join(c.get("text", "") for c in result.get("content", [])) or json.dumps(result)
+
+
+def rss_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+BAD_CALLS = {  # tools/call arguments -> what the answer must name
+    "seconds huge": ({"label": "x", "seconds": 1e12}, "less than or equal to 3600"),
+    "seconds negative": ({"label": "x", "seconds": -1}, "greater than or equal to 0"),
+    "seconds NaN as a string": ({"label": "x", "seconds": "nan"}, "finite number"),
+    "steps zero": ({"label": "x", "seconds": 1, "steps": 0}, "greater than or equal to 1"),
+    "steps negative": ({"label": "x", "seconds": 1, "steps": -1}, "greater than or equal to 1"),
+    "steps huge": ({"label": "x", "seconds": 1, "steps": 10**9}, "less than or equal to 1000"),
+    "label of 1 MB": ({"label": "x" * 2**20, "seconds": 1}, "at most 100 characters"),
+}
+
+
+def test_bad_input_over_http_gets_a_clear_error_and_holds_nothing():
+    async def story():
+        # One worker slot: a bad call that took it would stall the good one at the end.
+        server = demo.tasks_server(concurrency=1)
+        async with demo.on_http(server) as url:
+            answers = {}
+            for case, (arguments, _) in BAD_CALLS.items():
+                answers[case] = await asyncio.to_thread(
+                    rpc, url, "tools/call", {"name": "work", "arguments": arguments}, "work")
+            answers["unknown tool"] = await asyncio.to_thread(
+                rpc, url, "tools/call", {"name": "nope", "arguments": {}}, "nope")
+            for case, task_id in (("unknown task id", "no-such-task"), ("empty task id", ""),
+                                  ("huge task id", "x" * 100_000)):
+                answers[case] = await asyncio.to_thread(rpc, url, "tasks/get",
+                                                        {"taskId": task_id})
+            answers["malformed JSON"] = await asyncio.to_thread(
+                post, url, b'{"jsonrpc": "2.0", "id": 1, "method": ', **{"mcp-method": "tools/call"})
+            before = rss_mb()
+            for _ in range(100):  # 100 MB of labels the schema must refuse
+                await asyncio.to_thread(rpc, url, "tools/call", {"name": "work", "arguments": {
+                    "label": "x" * 2**20, "seconds": 1}}, "work")
+            grown = rss_mb() - before
+            async with demo.Client(url) as client:  # the server still answers, slot free
+                good = await demo.call_tool_task(client, "work", {"label": "ok", "seconds": 0})
+                result = await asyncio.wait_for(good.result(), 10)
+            return answers, grown, result.data
+
+    answers, grown_mb, good = asyncio.run(asyncio.wait_for(story(), 120))
+    for case, (_, names) in BAD_CALLS.items():
+        status, answer = answers[case]
+        assert names in said(answer), case
+        assert answer["result"]["isError"] and "taskId" not in answer["result"], case
+    assert "Unknown tool" in said(answers["unknown tool"][1])
+    for case in ("unknown task id", "empty task id", "huge task id"):
+        assert answers[case][0] == 400 and "not found" in said(answers[case][1]), case
+    assert answers["malformed JSON"][0] == 400 and "Parse error" in said(answers["malformed JSON"][1])
+    assert grown_mb < 50, f"memory grew {grown_mb:.0f} MB over 100 refused 1 MB calls"
+    assert good["label"] == "ok"
+
+
+def test_bad_input_gets_the_same_answer_plain_and_as_a_task():
+    async def both(arguments):
+        async with demo.serving() as server:
+            async with demo.Client(server, mode="legacy") as plain:
+                as_plain = await plain.call_tool("work", arguments, raise_on_error=False)
+            async with demo.Client(server) as client:
+                as_task = await client.session.call_tool("work", arguments, allow_claimed=True)
+        return as_plain, as_task
+
+    for case, (arguments, names) in BAD_CALLS.items():
+        if case == "label of 1 MB":
+            continue  # the same path as the others, only slower
+        as_plain, as_task = asyncio.run(both(arguments))
+        assert as_plain.is_error and as_task.is_error, case
+        assert names in as_plain.content[0].text and names in as_task.content[0].text, case
+
+
+def test_foreign_host_and_origin_are_refused():
+    async def story():
+        async with demo.serving() as server, demo.on_http(server) as url:
+            ping = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list",
+                               "params": {"_meta": MODERN}}).encode()
+            port = url.split(":")[2].split("/")[0]
+            return {
+                "own host": await asyncio.to_thread(post, url, ping, **{"mcp-method": "tools/list"}),
+                "foreign host": await asyncio.to_thread(
+                    post, url, ping, Host=f"evil.example.com:{port}", **{"mcp-method": "tools/list"}),
+                "foreign origin": await asyncio.to_thread(
+                    post, url, ping, Origin="http://evil.example.com", **{"mcp-method": "tools/list"}),
+                "own origin": await asyncio.to_thread(
+                    post, url, ping, Origin=f"http://localhost:{port}", **{"mcp-method": "tools/list"}),
+            }
+
+    answers = asyncio.run(story())
+    assert answers["own host"][0] == 200 and answers["own origin"][0] == 200
+    assert answers["foreign host"][0] == 421
+    assert answers["foreign origin"][0] == 403
+
+
+def test_serving_beyond_loopback_without_tokens_warns(capsys):
+    async def start_and_stop() -> str:
+        serving = asyncio.create_task(demo.serve(demo.free_port(), "0.0.0.0", "memory://",
+                                                 True, {}))
+        printed = ""
+        while "serving http" not in printed and not serving.done():
+            await asyncio.sleep(0.05)
+            out, err = capsys.readouterr()
+            printed += out + err
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        return printed
+
+    printed = asyncio.run(asyncio.wait_for(start_and_stop(), 30))
+    assert "warning: serving on 0.0.0.0 without --token" in printed
+    assert "serving http://127.0.0.1:" in printed
+
+
+def test_approve_asks_a_client_on_the_older_handshake_too():
+    asked = []
+
+    async def approver(message, response_type, params, context):
+        asked.append(message)
+        return {"approved": True, "approver": "dana"}
+
+    async def story():
+        async with demo.serving() as server:
+            async with demo.Client(server, mode="legacy", elicitation_handler=approver) as old:
+                plain = (await old.call_tool("approve", {"action": "migrate"})).data
+            async with demo.Client(server, elicitation_handler=approver) as new:
+                task = await demo.call_tool_task(new, "approve", {"action": "deploy"})
+                tasked = (await task).data
+        return plain, tasked
+
+    plain, tasked = asyncio.run(story())
+    assert plain == "migrate: approved by dana"  # asked with ctx.elicit() on the open call
+    assert tasked == "deploy: approved by dana"  # asked with an InputRequiredResult
+    assert asked == ["Approve 'migrate'?", "Approve 'deploy'?"]
+
+
+@pytest.mark.parametrize("backend", ["memory", pytest.param("redis", marks=needs_redis)])
+def test_cancel_stops_a_body_asked_to_report_a_thousand_times_a_second(backend):
+    async def story():
+        async with demo.child_processes():
+            url = await demo.start_redis() if backend == "redis" else "memory://"
+            async with demo.serving(backend=url) as server, demo.Client(server) as client:
+                # 1,000 steps in 1 s: without a cap on reports, a cancel on
+                # memory:// waits 0.2 s to seconds, or never lands.
+                task = await demo.call_tool_task(client, "work", {
+                    "label": "fast", "seconds": 1, "steps": 1000})
+                await demo.follow(task, demo.now(), until=demo.past_step(50))
+                cancelled_at = demo.now()
+                await task.cancel()
+                ended = await demo.JOURNAL.end_of(task.task_id, timeout=5)
+                return ended, demo.JOURNAL.time(task.task_id, ended) - cancelled_at
+
+    ended, after_s = asyncio.run(asyncio.wait_for(story(), 60))
+    assert ended == "cancelled"
+    assert after_s < 0.1  # the body had 0.95 s left to run
+
+
+def test_a_body_over_its_wall_clock_limit_frees_its_slot():
+    from datetime import timedelta
+
+    # The pattern `work` uses, with a limit short enough to watch.
+    async def hang(limit: demo.Timeout = demo.Timeout(timedelta(seconds=0.3))) -> str:
+        await asyncio.sleep(3600)
+        return "never"
+
+    async def story():
+        server = demo.tasks_server(concurrency=1)
+        server.tool(demo.observed(hang), task=demo.TASK, timeout=0.3)
+        async with server._lifespan_manager(), demo.Client(server) as client:
+            stuck = await demo.call_tool_task(client, "hang", {}, raise_on_error=False)
+            after = await demo.call_tool_task(client, "work", {"label": "next", "seconds": 0})
+            final = await demo.wait(stuck, 10)
+            next_result = (await asyncio.wait_for(after.result(), 10)).data
+        async with demo.serving() as plain_server:
+            plain_server.tool(hang, timeout=0.3)
+            async with demo.Client(plain_server, mode="legacy") as plain:
+                plain_answer = await plain.call_tool("hang", {}, raise_on_error=False)
+        return final, demo.JOURNAL.of(stuck.task_id), next_result, plain_answer
+
+    final, body, next_result, plain_answer = asyncio.run(asyncio.wait_for(story(), 60))
+    assert final.status == "failed" and "exceeded timeout" in final.status_message
+    assert body == ["start", "cancelled"]  # the body itself was stopped
+    assert next_result["label"] == "next"  # and its one slot ran the next task
+    assert plain_answer.is_error and "timed out" in plain_answer.content[0].text
+
+
+def test_the_curl_recipe_in_the_docs_runs_as_written():
+    doc = (HERE / "docs" / "any-client.md").read_text()
+    recipe = "set -euo pipefail\n" + "\n".join(re.findall(r"```bash\n(.*?)```", doc, re.S))
+
+    async def story():
+        async with demo.serving() as server, demo.on_http(server) as url:
+            return await asyncio.to_thread(
+                subprocess.run, ["bash", "-c", recipe], env={**os.environ, "URL": url},
+                capture_output=True, text=True, timeout=60)
+
+    result = asyncio.run(story())
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "working"
+    assert '"status":"completed"' in lines[1] and '"label":"curl"' in lines[1]
+    assert "deploy: approved by curl" in lines
+    assert lines[-1] == "cancelled"
 
 
 # -- the bench ----------------------------------------------------------------
