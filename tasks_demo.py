@@ -55,6 +55,7 @@ import argparse
 import asyncio
 import base64
 import functools
+import http.client
 import json
 import logging
 import math
@@ -66,6 +67,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -75,13 +77,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from docket import Timeout
+from docket.dependencies import current_execution
 from fastmcp import Client, Context, FastMCP
 from fastmcp.dependencies import CurrentContext
 from fastmcp.exceptions import ToolError
-from docket import Timeout
-from docket.dependencies import current_execution
 from fastmcp.server.dependencies import get_access_token
 from fastmcp.server.middleware import Middleware
 from fastmcp.server.middleware.rate_limiting import RateLimitError, TokenBucketRateLimiter
@@ -145,6 +148,9 @@ class Journal:
 
     events: deque = field(default_factory=lambda: deque(maxlen=10_000))
 
+    async def note(self, key: str, event: str) -> None:
+        self.events.append((now(), key, event))
+
     def of(self, key: str) -> list[str]:
         """What happened to one task (or plain call), in order."""
         return [event for _, k, event in self.events if k == key]
@@ -186,7 +192,7 @@ def observed(tool: Callable) -> Callable:
         # saw no message can rely on the body not having started.)
         await current_execution.get().progress.set_message(
             f"running in process {os.getpid()}")
-        JOURNAL.events.append((now(), task.task_id, "start"))
+        await JOURNAL.note(task.task_id, "start")
         end = "raised"
         try:
             result = await tool(*args, **kwargs)
@@ -196,7 +202,7 @@ def observed(tool: Callable) -> Callable:
             end = "cancelled"
             raise
         finally:
-            JOURNAL.events.append((now(), task.task_id, end))
+            await JOURNAL.note(task.task_id, end)
 
     return body
 
@@ -410,6 +416,10 @@ def tasks_server(*, backend: str = "memory://", queue: str | None = None,
     many bodies this process runs at once (0: accept tasks, let workers run
     them).
     """
+    if backend.startswith("redis") and "max_connections" not in backend:
+        # redis-py's pool holds 100 connections and then *fails* a command
+        # rather than wait: under load, requests fail (-32603). Room for more.
+        backend += ("&" if "?" in backend else "?") + "max_connections=1000"
     server = FastMCP("tasks-demo", auth=auth, middleware=list(middleware))
     server.add_extension(TasksExtension(
         url=backend, name=queue or f"lesson-{secrets.token_hex(4)}",
@@ -956,6 +966,7 @@ from rich.table import Table  # noqa: E402
 
 DEFAULT_URL = "http://127.0.0.1:8000/mcp"
 CHILDREN: list[subprocess.Popen] = []  # processes a story started: none may outlive it
+FOLDERS: list[str] = []  # and the temporary folders they used
 
 
 class DemoError(Exception):
@@ -1108,13 +1119,16 @@ async def serve(port: int, host: str, backend: str, worker: bool,
         await asyncio.Event().wait()
 
 
-async def worker(backend: str) -> None:
+async def worker(backend: str, journal: bool) -> None:
     """Run tasks from a shared Redis, whichever server accepted them.
 
     The same as fastmcp-tasks' own worker on the module-level `mcp`:
     FASTMCP_DOCKET_URL=redis://... python -m fastmcp_tasks.worker_cli worker tasks_demo.py:mcp
     """
     await require_redis(backend)
+    if journal:  # the soak counts every body's runs, across processes, in Redis
+        global JOURNAL
+        JOURNAL = RedisJournal(backend)
     server = tasks_server(backend=backend, queue="tasks-demo")
     stop = asyncio.Event()
 
@@ -1138,6 +1152,8 @@ async def task_command(args: argparse.Namespace) -> str:
     """`task submit|status|watch|result|cancel`: what to print last."""
     if getattr(args, "task_id", None) == "-":
         args.task_id = (await asyncio.to_thread(sys.stdin.readline)).strip()
+    if args.action == "load":
+        return json.dumps(await load(args.url, args.count, args.seconds, args.over, args.poll))
     async with remote(args.url, args.token) as client:
         if args.action == "submit":
             work = {"label": args.label, "seconds": args.seconds, "steps": args.steps}
@@ -1255,14 +1271,24 @@ async def child_processes() -> AsyncIterator[None]:
         for child in CHILDREN:
             child.wait()
         CHILDREN.clear()
+        for folder in FOLDERS:
+            shutil.rmtree(folder, ignore_errors=True)
+        FOLDERS.clear()
 
 
-async def start_redis() -> str:
+def redis_process(port: int, persistent: bool, folder: str) -> Child:
+    """redis-server on loopback; `persistent`: an append-only file survives a restart."""
     if shutil.which("redis-server") is None:
         raise DemoError("this story needs Redis: install the redis-server package "
                         "(apt-get install redis-server, brew install redis)")
-    port = free_port()
-    redis = Child("redis", "redis-server", "--port", str(port), "--save", "", "--appendonly", "no")
+    return Child("redis", "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                 "--dir", folder, "--save", "", "--appendonly", "yes" if persistent else "no")
+
+
+async def start_redis(persistent: bool = False) -> str:
+    port, folder = free_port(), tempfile.mkdtemp(prefix="tasks-demo-redis-")
+    FOLDERS.append(folder)
+    redis = redis_process(port, persistent, folder)
     await redis.expect("Ready to accept connections")
     return f"redis://127.0.0.1:{port}/0"
 
@@ -1382,6 +1408,360 @@ async def distributed(scale: float) -> Observed:
         facts={"task_id": task_id, "result": results[0],
                **{f"{name} said": lines[-1] for name, lines in views.items()},
                "watch saw": [line.split("  ")[-1] for line in watch.lines if "step" in line]})
+
+
+# --------------------------------------------------------------------------
+# Past one machine: replicas behind a load balancer, a soak with faults
+# --------------------------------------------------------------------------
+# The 2026-07-28 transport is stateless: each request is one POST that says
+# everything (protocol version, method, tool name in the `Mcp-Name` header,
+# client capabilities in `_meta`), and a task lives in Redis, not in the
+# replica that accepted it. So any replica answers any request, and a plain
+# round-robin balancer needs no stickiness. (Clients on the older 2025-11-25
+# handshake hold a session, `Mcp-Session-Id`, in one replica's memory: for
+# them the balancer must route by that header: docs/deployment.md.)
+
+class RedisJournal(Journal):
+    """The journal kept in Redis too: what every process's bodies did, in one place."""
+
+    def __init__(self, url: str):
+        from redis.asyncio import Redis
+
+        super().__init__()
+        self.redis = Redis.from_url(url)
+
+    async def note(self, key: str, event: str) -> None:
+        from redis.exceptions import RedisError
+
+        await super().note(key, event)
+        for _ in range(100):  # through a Redis restart: no run may go unrecorded
+            try:
+                await self.redis.rpush(f"journal:{key}",
+                                       f"{event} {os.getpid()} {time.time():.3f}")
+                return
+            except RedisError:
+                await asyncio.sleep(0.1)
+
+
+MODERN_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+               "io.modelcontextprotocol/clientInfo": {"name": "tasks-demo", "version": "1"},
+               "io.modelcontextprotocol/clientCapabilities": {
+                   "extensions": {"io.modelcontextprotocol/tasks": {}}}}
+
+
+def rpc(url: str, method: str, params: dict, name: str | None = None,
+        timeout: float = 10) -> tuple[int | None, dict, Any]:
+    """One request of the stateless protocol: (HTTP status, headers, JSON answer or text).
+
+    Status None: no connection could be made, so the request surely reached no
+    server and is safe to send again. Status 0: the connection broke after the
+    request went out; the server may have acted on it.
+    """
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                       "params": {**params, "_meta": MODERN_META}}).encode()
+    headers = {"content-type": "application/json",
+               "accept": "application/json, text/event-stream",
+               "mcp-protocol-version": "2026-07-28", "mcp-method": method,
+               **({"mcp-name": name} if name else {})}
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, answer, text = response.status, response.headers, response.read().decode()
+    except urllib.error.HTTPError as error:
+        status, answer, text = error.code, error.headers, error.read().decode()
+    except urllib.error.URLError as error:
+        if isinstance(error.reason, ConnectionRefusedError):
+            return None, {}, str(error.reason)
+        return 0, {}, str(error.reason)
+    except (http.client.HTTPException, OSError) as error:
+        return 0, {}, str(error)
+    try:
+        return status, {k.lower(): v for k, v in answer.items()}, json.loads(text)
+    except ValueError:
+        return status, {k.lower(): v for k, v in answer.items()}, text
+
+
+HAPROXY = """
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+    # A connection refused never reached a replica: safe to send to another.
+    # (Not a timeout or an empty answer: that request may have created a task.)
+    retries 3
+    option redispatch 1
+    retry-on conn-failure
+frontend mcp
+    bind 127.0.0.1:{port}
+    default_backend replicas
+backend replicas
+    balance roundrobin
+    # Which replica answered, for the story to show.
+    http-response set-header X-Replica %[srv_name]
+{servers}
+"""
+
+
+async def start_balancer(urls: list[str]) -> tuple[Child, str]:
+    """HAProxy, round-robin over `urls`, no stickiness; its config in a temp file."""
+    if shutil.which("haproxy") is None:
+        raise DemoError("this story needs a load balancer: install the haproxy package "
+                        "(apt-get install haproxy, brew install haproxy)")
+    port = free_port()
+    servers = "\n".join(f"    server r{i} {url.split('/')[2]} check inter 200ms fall 1 rise 1"
+                        for i, url in enumerate(urls, 1))
+    with tempfile.TemporaryDirectory() as folder:
+        config = Path(folder) / "haproxy.cfg"
+        config.write_text(HAPROXY.format(port=port, servers=servers))
+        balancer = Child("haproxy", "haproxy", "-db", "-f", str(config))
+        deadline = now() + 10
+        while not listening(port):
+            if balancer.process.poll() is not None or now() > deadline:
+                raise DemoError(f"haproxy did not start: {' / '.join(balancer.lines[-3:])}")
+            await asyncio.sleep(0.05)
+    return balancer, f"http://127.0.0.1:{port}/mcp"
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@story
+async def replicas(scale: float) -> Observed:
+    """Two replicas on one Redis behind HAProxy, round-robin: any replica answers any request."""
+    seconds = 4 * scale
+    async with child_processes():
+        backend = await start_redis()
+        worker = Child.demo("worker", "worker", "--backend", backend)
+        (first, url1), (_, url2) = await asyncio.gather(
+            start_server("--backend", backend, "--no-worker"),
+            start_server("--backend", backend, "--no-worker"))
+        _, url = await start_balancer([url1, url2])
+        await worker.expect("worker pid=")
+        ask = functools.partial(asyncio.to_thread, rpc, url)
+        answers = []  # (replica, method, HTTP status), for every request
+
+        async def send(method: str, params: dict, name: str | None = None) -> dict:
+            status, headers, answer = await ask(method, params, name)
+            answers.append((headers.get("x-replica"), method, status))
+            return answer
+
+        work = {"label": "balanced", "seconds": seconds, "steps": 8}
+        task_id = (await send("tools/call", {"name": "work", "arguments": work},
+                              "work"))["result"]["taskId"]
+        doomed = (await send("tools/call", {"name": "work", "arguments": {
+            "label": "doomed", "seconds": 60}}, "work"))["result"]["taskId"]
+        await send("tasks/cancel", {"taskId": doomed})
+        cancelled = (await send("tasks/get", {"taskId": doomed}))["result"]["status"]
+        killed_at = None
+        while (record := (await send("tasks/get", {"taskId": task_id}))["result"])[
+                "status"] not in TERMINAL:
+            if killed_at is None and step_of(record.get("statusMessage")) >= 2:
+                first.kill()  # SIGKILL replica 1 mid-task: clients keep going
+                killed_at = len(answers)
+            await asyncio.sleep(0.1)
+    before, after = answers[:killed_at], answers[killed_at:]
+    return Observed(
+        ideal=seconds,
+        checks={"both replicas answered, no stickiness": {r for r, _, _ in before}
+                == {"r1", "r2"},
+                "after replica 1 died, replica 2 answered everything":
+                {r for r, _, _ in after} == {"r2"},
+                "no request failed, even at the kill": all(s == 200 for _, _, s in answers),
+                "the task completed through the balancer": record["status"] == "completed"
+                and record["result"]["structuredContent"]["label"] == "balanced",
+                "cancel through the balancer": cancelled == "cancelled"},
+        facts={"requests": len(answers),
+               "answered_by": {r: sum(1 for a in answers if a[0] == r) for r in ("r1", "r2")},
+               "first_requests": [f"{m} → {r}" for r, m, _ in answers[:6]],
+               "after_the_kill": f"{len(after)} requests, all → r2",
+               "result": record["result"]["structuredContent"]})
+
+
+async def load(url: str, count: int, seconds: float, over: float, poll: float) -> dict:
+    """`task load`: submit `count` tasks through `url` over `over` seconds; follow each.
+
+    Reading a task is safe to retry, whatever went wrong. A submit is retried
+    only when no replica got it (no connection, or the balancer's 503): once
+    a request reached a server it may have created a task, and the protocol
+    has no idempotency key to tell, so it is counted as unsure instead.
+    """
+    retried, unsure, submitted_at, ended = 0, 0, {}, {}
+
+    async def ask(method: str, params: dict, name: str | None = None) -> dict | None:
+        nonlocal retried
+        for attempt in range(8):  # ~25 s of back-off: longer than any restart here
+            status, _, answer = await asyncio.to_thread(rpc, url, method, params, name)
+            broken = not isinstance(answer, dict) or (
+                answer.get("error", {}).get("code") == -32603)  # the server's own failure
+            if status is not None and 0 < status < 500 and not broken:
+                return answer  # an answer, if only "not found"
+            if method == "tools/call" and status not in (None, 503):
+                return None  # it reached a server: a task may exist
+            retried += 1
+            await asyncio.sleep(0.1 * 2 ** attempt)
+        return None
+
+    async def submit() -> None:
+        nonlocal unsure
+        start = now()
+        for i in range(count):
+            await asyncio.sleep(max(0.0, start + i * over / count - now()))
+            answer = await ask("tools/call", {"name": "work", "arguments": {
+                "label": f"load-{os.getpid()}-{i}", "seconds": seconds, "steps": 2}}, "work")
+            if answer is None or "taskId" not in answer.get("result", {}):
+                unsure += 1
+            else:
+                submitted_at[answer["result"]["taskId"]] = now()
+
+    async def follow_all() -> None:  # while submitting, as a real client would
+        while not submitting.done() or len(ended) < len(submitted_at):
+            for task_id in set(submitted_at) - set(ended):
+                answer = await ask("tasks/get", {"taskId": task_id})
+                state = (answer or {}).get("result", {}).get("status", "lost")  # not found
+                if state in TERMINAL or state == "lost":
+                    ended[task_id] = [state, round(now() - submitted_at[task_id], 3)]
+            await asyncio.sleep(poll)
+
+    print("submitting", flush=True)
+    submitting = asyncio.create_task(submit())
+    await asyncio.gather(submitting, follow_all())
+    return {"unsure_submits": unsure, "retried": retried, "ended": ended}
+
+
+FAULTS = ("worker", "replica", "redis")
+
+
+@story
+async def soak(scale: float, tasks: int = 120, clients: int = 2, faults: tuple = FAULTS,
+               persistent: bool = True) -> Observed:
+    """Clients load two replicas through HAProxy while a worker, a replica and Redis restart."""
+    seconds, over = 2 * scale, 30 * scale  # each task's work; how long clients submit
+    async with child_processes():
+        port, folder = free_port(), tempfile.mkdtemp(prefix="tasks-demo-redis-")
+        FOLDERS.append(folder)
+        redis = redis_process(port, persistent, folder)
+        await redis.expect("Ready to accept connections")
+        backend = f"redis://127.0.0.1:{port}/0"
+        workers = [Child.demo(f"worker {i}", "worker", "--backend", backend, "--journal")
+                   for i in (1, 2)]
+        servers = list(await asyncio.gather(*(start_server("--backend", backend, "--no-worker")
+                                              for _ in (1, 2))))
+        _, url = await start_balancer([u for _, u in servers])
+        for w in workers:
+            await w.expect("worker pid=")
+        probe_id = (await asyncio.to_thread(rpc, url, "tools/call", {"name": "work", "arguments": {
+            "label": "probe", "seconds": 0}}, "work"))[2]["result"]["taskId"]
+        loads = [Child.demo(f"client {i}", "task", "load", "--url", url,
+                            "--count", str(tasks // clients), "--seconds", str(seconds),
+                            "--over", str(over)) for i in range(clients)]
+        for c in loads:  # each takes a few seconds to start: the clock starts after
+            await c.expect("submitting")
+        t0, probes, struck = now(), [], {}
+
+        async def probe() -> None:  # what a client sees of each fault: (at, took, ok)
+            while True:
+                start = now()
+                status, _, answer = await asyncio.to_thread(rpc, url, "tasks/get",
+                                                            {"taskId": probe_id}, None, 5)
+                ok = status == 200 and "result" in answer
+                probes.append((start - t0, now() - start, ok))
+                await asyncio.sleep(0.05)
+
+        async def strike(fault: str, at: float) -> None:
+            await asyncio.sleep(max(0.0, t0 + at - now()))
+            struck[fault] = (now() - t0, strike_at(fault), time.time())
+            await asyncio.sleep(1)  # down for a second, then back
+            restart(fault)
+
+        def strike_at(fault: str) -> int:
+            victim = {"worker": workers[0], "replica": servers[0][0], "redis": redis}[fault]
+            if fault == "redis":
+                victim.process.terminate()  # a clean restart: Redis writes its file first
+                victim.process.wait()
+            else:
+                victim.kill()  # SIGKILL: no goodbye
+            return victim.process.pid
+
+        def restart(fault: str) -> None:
+            if fault == "worker":
+                workers[0] = Child.demo("worker 1 again", "worker", "--backend", backend,
+                                        "--journal")
+            elif fault == "replica":
+                old_port = servers[0][1].split(":")[2].split("/")[0]
+                servers[0] = (Child.demo("replica 1 again", "serve", "--port", old_port,
+                                         "--backend", backend, "--no-worker"), servers[0][1])
+            else:
+                nonlocal redis
+                redis = redis_process(port, persistent, folder)
+
+        watching = asyncio.create_task(probe())
+        await asyncio.gather(*(strike(f, over * (0.2 + 0.25 * i)) for i, f in enumerate(faults)))
+        reports = [json.loads((await c.finish(timeout=over + 120)).strip()) for c in loads]
+        watching.cancel()
+        account = await tally(backend, reports, struck, probe_id, probes)
+    return Observed(
+        ideal=over + seconds,
+        checks={"no task lost": not account["lost"],
+                "every task the server ran, a client knew (or was unsure of)":
+                account["unknown_ran"] <= account["unsure_submits"],
+                "every second run is explained by a fault": not account["unexplained_reruns"]},
+        facts=account)
+
+
+async def tally(backend: str, reports: list[dict], struck: dict, probe_id: str,
+                probes: list[tuple[float, float, bool]]) -> dict:
+    """The soak's account, from the server side: every body's runs, as Redis recorded them."""
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(backend, decode_responses=True)
+    runs = {key.split(":")[-1]: [line.split() for line in await redis.lrange(key, 0, -1)]
+            async for key in redis.scan_iter("journal:*")}
+    await redis.aclose()
+    runs.pop(probe_id, None)
+    ended = {task_id: end for r in reports for task_id, end in r["ended"].items()}
+    reruns, unexplained = {}, []
+    for task_id, events in runs.items():
+        starts = [e for e in events if e[0] == "start"]
+        for first, again in zip(starts, starts[1:]):
+            # A second run is the price of at-least-once delivery: the first
+            # run's worker died (the task is redelivered after the timeout), or
+            # Redis went away under a running body.
+            pid, started, rerun = int(first[1]), float(first[2]), float(again[2])
+            if "worker" in struck and pid == struck["worker"][1]:
+                why = f"worker killed; run again {rerun - struck['worker'][2]:.1f} s later"
+            elif "redis" in struck and started < struck["redis"][2] + 5:
+                why = "Redis restarted under it"
+            else:
+                why = "?"
+                unexplained.append(task_id)
+            reruns[task_id[:8]] = why
+    latencies = sorted(t for state, t in ended.values() if state == "completed")
+    seen, times = {}, sorted(at for at, _, _ in struck.values()) + [math.inf]
+    for fault, (at, _, _) in struck.items():  # what the probe saw, until the next fault
+        until = min(at + 10, next(t for t in times if t > at))
+        window = [(start, took, ok) for start, took, ok in probes if at - 0.1 <= start < until]
+        failed = [start for start, _, ok in window if not ok]
+        seen[fault] = (f"requests failed for {failed[-1] - failed[0] + 0.05:.1f} s "
+                       f"({len(failed)} of {len(window)}), then answered" if failed else
+                       f"no request failed (slowest {max(t for _, t, _ in window):.2f} s)")
+    return {
+        "submitted": len(ended),
+        "completed": sum(1 for s, _ in ended.values() if s == "completed"),
+        "failed": sum(1 for s, _ in ended.values() if s == "failed"),
+        "lost": [t[:8] for t, (s, _) in ended.items() if s != "completed"],
+        "unsure_submits": sum(r["unsure_submits"] for r in reports),
+        "unknown_ran": len(set(runs) - set(ended)),
+        "ran_twice_and_why": reruns,
+        "unexplained_reruns": unexplained,
+        "retried_requests": sum(r["retried"] for r in reports),
+        "faults_at_s": {f: round(at, 1) for f, (at, _, _) in struck.items()},
+        "what_a_client_saw": seen,
+        "submit_to_result_p50_s": latencies[len(latencies) // 2] if latencies else None,
+        "submit_to_result_p99_s": latencies[int(len(latencies) * 0.99)] if latencies else None,
+    }
 
 
 # --------------------------------------------------------------------------
@@ -1596,7 +1976,8 @@ def dashboard(latest: dict[str, Sample]) -> Table:
     return table
 
 
-async def run_one(name: str, scale: float, console: Console) -> tuple[str, Observed, float]:
+async def run_one(name: str, scale: float, console: Console,
+                  **options: Any) -> tuple[str, Observed, float]:
     fn = LESSONS.get(name) or STORIES[name]
     console.rule(f"[bold]{name}[/] — {claim(fn)}")
     start = now()
@@ -1605,7 +1986,7 @@ async def run_one(name: str, scale: float, console: Console) -> tuple[str, Obser
             seen = await fn(scale, lambda latest: live.update(dashboard(latest)))
         console.print()
     else:
-        seen = await fn(scale)
+        seen = await fn(scale, **options)
     took = now() - start
     show(console, seen, took)
     return name, seen, took
@@ -1709,6 +2090,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         # --scale after the command too; SUPPRESS keeps a value given before it.
         command.add_argument("--scale", type=positive_finite, default=argparse.SUPPRESS,
                              help=scale_help)
+    soak_command = commands.choices["soak"]
+    soak_command.add_argument("--tasks", type=within(int, 1, 100_000), default=120)
+    soak_command.add_argument("--clients", type=within(int, 1, 50), default=2,
+                              help="client processes, sharing the tasks")
+    soak_command.add_argument("--faults", default=",".join(FAULTS),
+                              type=lambda text: tuple(text.split(",")),
+                              help="which to kill and restart, in order: worker,replica,redis")
+    soak_command.add_argument("--no-persistence", dest="persistent", action="store_false",
+                              help="Redis without its append-only file: see what a restart loses")
     bench_help = "measure: compare, result lag, task overhead, throughput, cold start"
     bench_command = commands.add_parser("bench", help=bench_help, description=bench_help)
     bench_command.add_argument("--quick", action="store_true", help="a smaller run, in seconds")
@@ -1728,6 +2118,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                     "(or TASKS_DEMO_TOKENS=alice=...,bob=...)")
     worker_command = commands.add_parser("worker", help="run tasks for servers on a shared Redis")
     worker_command.add_argument("--backend", required=True, help="redis://HOST:PORT/DB")
+    worker_command.add_argument("--journal", action="store_true",
+                                help="also record each body's start and end in Redis (soak)")
 
     task = commands.add_parser("task", help="submit, status, watch, result, cancel: "
                                             "a client of a `serve` process, by task id")
@@ -1738,13 +2130,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "watch": "follow a task's progress until it ends",
         "result": "wait for a task's result and print it",
         "cancel": "cancel a task",
+        "load": "submit many tasks over raw HTTP, follow each, print the account as JSON",
     }
     for name, summary_line in client_help.items():
         command = actions.add_parser(name, help=summary_line, description=summary_line)
         command.add_argument("--url", default=DEFAULT_URL)
         command.add_argument("--token", default=os.environ.get("TASKS_DEMO_TOKEN"),
                              help="bearer token (or TASKS_DEMO_TOKEN)")
-        if name == "submit":
+        if name == "load":
+            command.add_argument("--count", type=within(int, 1, 100_000), default=50)
+            command.add_argument("--seconds", type=within(float, 0, MAX_SECONDS), default=1.0)
+            command.add_argument("--over", type=within(float, 0, 24 * 3600), default=10.0,
+                                 help="spread the submissions over this many seconds")
+            command.add_argument("--poll", type=within(float, 0.02, 60), default=0.5,
+                                 help="seconds between two reads of a task")
+        elif name == "submit":
             command.add_argument("--label", default="job")
             command.add_argument("--seconds", type=within(float, 0, MAX_SECONDS), default=10.0)
             command.add_argument("--steps", type=within(int, 1, MAX_STEPS), default=10)
@@ -1755,6 +2155,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if argv[:1] == ["task"] and len(argv) > 2 and re.fullmatch(r"-[\w-]{20,}", argv[-1]):
         argv = [*argv[:-1], "--", argv[-1]]  # an id that begins with "-" is still an id
     args = parser.parse_args(argv)
+    if args.command == "soak" and not set(args.faults) <= set(FAULTS):
+        parser.error(f"--faults takes some of {','.join(FAULTS)}, got {','.join(args.faults)}")
     shared = getattr(args, "backend", "").startswith("redis")
     if args.command == "worker" and not shared:
         parser.error("a worker in its own process needs a shared backend: "
@@ -1773,9 +2175,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-async def run(command: str, scale: float) -> bool:
+async def run(command: str, scale: float, **options: Any) -> bool:
     console = Console()
-    runs = [await run_one(name, scale, console)
+    runs = [await run_one(name, scale, console, **options)
             for name in (LESSONS if command == "all" else [command])]
     if command == "all":
         console.print(summary(runs))
@@ -1789,7 +2191,7 @@ def main(argv: list[str]) -> int:
             asyncio.run(serve(args.port, args.host, args.backend, not args.no_worker,
                               args.tokens))
         elif args.command == "worker":
-            asyncio.run(worker(args.backend))
+            asyncio.run(worker(args.backend, args.journal))
         elif args.command == "task":
             signal.signal(signal.SIGINT, leave_now)  # a client: nothing to hand over
             print(asyncio.run(task_command(args)))
@@ -1804,7 +2206,8 @@ def main(argv: list[str]) -> int:
             signal.signal(signal.SIGINT, leave_now)
             for noisy in ("docket", "fastmcp_tasks"):
                 logging.getLogger(noisy).setLevel(logging.CRITICAL)
-            return 0 if asyncio.run(run(args.command, args.scale)) else 1
+            options = {k: v for k, v in vars(args).items() if k not in ("command", "scale")}
+            return 0 if asyncio.run(run(args.command, args.scale, **options)) else 1
     except DemoError as error:
         print(f"tasks_demo.py: error: {error}", file=sys.stderr)
         return 1
