@@ -42,7 +42,7 @@ What it does not give you:
     uv run tasks_demo.py all              # every lesson, in this order
     uv run tasks_demo.py poll             # one of them
     uv run tasks_demo.py --scale 0.2 all  # five times faster
-    uv run tasks_demo.py --help           # the stories past one process; bench
+    uv run tasks_demo.py --help           # the stories past one machine; bench
 
 Read down to the line marked MACHINERY: above it are the server, its tools,
 the client recipes and every lesson; below it, printing, the command line,
@@ -707,16 +707,19 @@ async def reconnect(scale: float) -> Observed:
             task = await attach(second, task_id, "work")
             after = await follow(task, t0)
             result = await task.result()
+    # Where the work was when we left and when we came back (it may be done).
+    left, found = step_of(before[-1].message), (
+        10 if after[0].state == "completed" else step_of(after[0].message))
     return Observed(
         ideal=seconds,
         checks={"the body ran on, alone": JOURNAL.time(task_id, "start") < closed_at
                 and JOURNAL.time(task_id, "done") > reopened_at,
-                "progress moved on while nobody watched":
-                step_of(after[0].message) > step_of(before[-1].message),
+                "progress moved on while nobody watched": found > left,
                 "the new client got the result": result.data["label"] == "R",
                 "the body ran once": JOURNAL.of(task_id) == ["start", "done"]},
-        facts={"task_id": task_id, "last_seen_before_closing": before[-1].message,
-               "first_seen_after_reopening": after[0].message,
+        facts={"task_id": task_id, "step_when_closing": left, "step_when_reopening": found,
+               "last_seen_before_closing": before[-1].message,
+               "first_seen_after_reopening": after[0].message or after[0].state,
                "away_s": reopened_at - closed_at})
 
 
@@ -1901,7 +1904,7 @@ def cold_start(quick: bool) -> list[dict]:
     return rows
 
 
-async def bench(quick: bool) -> dict:
+async def bench(quick: bool, distributed: bool) -> dict:
     """Every figure, as plain data (printed as tables, or as JSON)."""
     from importlib.metadata import version
 
@@ -1909,6 +1912,7 @@ async def bench(quick: bool) -> dict:
     start = now()
     compared = await compare(scale)
     return {
+        **({"distributed": await bench_distributed(quick)} if distributed else {}),
         "machine": {"python": sys.version.split()[0], "cpus": os.cpu_count(),
                     "fastmcp": version("fastmcp"), "fastmcp_tasks": version("fastmcp-tasks"),
                     "pydocket": version("pydocket"), "quick": quick},
@@ -1918,6 +1922,133 @@ async def bench(quick: bool) -> dict:
         "overhead": await overhead(samples=10 if quick else 50),
         "throughput": [await throughput(n) for n in ((20,) if quick else (100, 1000))],
         "cold_start": cold_start(quick),
+    }
+
+
+# The same, past one process: Redis, HTTP, separate workers (bench --distributed).
+
+CONCURRENCY = 10  # each worker's, as tasks_server() sets it
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def submit_many(url: str, count: int, seconds: float) -> list[str]:
+    args = {"name": "work", "arguments": {"label": "bench", "seconds": seconds, "steps": 1}}
+    answers = await asyncio.gather(*(asyncio.to_thread(rpc, url, "tools/call", args, "work", 60)
+                                     for _ in range(count)))
+    return [a[2]["result"]["taskId"] for a in answers]
+
+
+async def scaling(workers: int, count: int, seconds: float) -> dict:
+    """Sleep-bound tasks, a backlog of `count`, drained by `workers` worker processes.
+
+    The backlog is submitted first, so the workers never wait for work, and
+    nobody polls: each worker's throughput comes from its own journal in Redis
+    (first start to last end), free of what polling costs (table 7).
+    """
+    async with child_processes():
+        backend = await start_redis()
+        server, url = await start_server("--backend", backend, "--no-worker")
+        await submit_many(url, count, seconds)
+        crew = [Child.demo(f"worker {i}", "worker", "--backend", backend, "--journal")
+                for i in range(workers)]
+        pids = {w.process.pid: w for w in crew}
+        from redis.asyncio import Redis
+
+        redis = Redis.from_url(backend, decode_responses=True)
+        redis_pid = int((await redis.info("server"))["process_id"])
+        everyone = [server.process.pid, redis_pid, *pids]
+        runs: list[list[str]] = []
+        cpu_at_start: dict[int, float] = {}
+        while len(runs) < count or any(len(r) < 2 for r in runs):
+            await asyncio.sleep(0.1)
+            runs = [await redis.lrange(k, 0, -1) async for k in redis.scan_iter("journal:*")]
+            if runs and not cpu_at_start:  # the drain has begun
+                cpu_at_start, began = {p: cpu_seconds(p) for p in everyone}, now()
+        cores = {p: (cpu_seconds(p) - cpu_at_start[p]) / (now() - began) for p in everyone}
+        await redis.aclose()
+    per_worker = {}
+    for pid in pids:
+        events = [e.split() for r in runs for e in r if e.split()[1] == str(pid)]
+        if events:
+            times = [float(e[2]) for e in events]
+            per_worker[pid] = sum(e[0] == "done" for e in events) / (max(times) - min(times))
+    total = sum(per_worker.values())
+    ideal = workers * CONCURRENCY / seconds
+    return {"workers": workers, "tasks": count, "tasks_per_s": total, "ideal_per_s": ideal,
+            "ratio_to_ideal": total / ideal,
+            "cores_workers": sum(cores[p] for p in pids), "cores_redis": cores[redis_pid],
+            "cores_server": cores[server.process.pid]}
+
+
+async def polling_capacity(backend_kind: str, duration: float) -> dict:
+    """tasks/get a second one replica answers over HTTP, and what that carries."""
+    async with child_processes():
+        backend = await start_redis() if backend_kind == "redis" else "memory://"
+        server, url = await start_server("--backend", backend)
+        args = {"name": "work", "arguments": {"label": "polled", "seconds": 0}}
+        task_id = (await asyncio.to_thread(rpc, url, "tools/call", args, "work"))[2][
+            "result"]["taskId"]
+        before, start, answered = cpu_seconds(server.process.pid), now(), 0
+
+        async def hammer() -> None:
+            nonlocal answered
+            while now() - start < duration:
+                await asyncio.to_thread(rpc, url, "tasks/get", {"taskId": task_id})
+                answered += 1
+
+        await asyncio.gather(*(hammer() for _ in range(6)))
+        cores = (cpu_seconds(server.process.pid) - before) / (now() - start)
+    per_core = answered / (now() - start) / max(cores, 0.01)
+    return {"backend": backend_kind, "gets_per_s": answered / (now() - start),
+            "server_cores": cores, "gets_per_core_per_s": per_core,
+            **{f"clients_per_core_at_{label}": per_core * interval
+               for label, interval in (("20ms", 0.02), ("1s", 1), ("5s", 5))}}
+
+
+async def memory_per_result(count: int) -> list[dict]:
+    """What `count` finished tasks keep, per 10,000, in Redis and in a memory:// server."""
+    rows = []
+    async with child_processes():
+        backend = await start_redis()
+        from redis.asyncio import Redis
+
+        redis = Redis.from_url(backend)
+        for kind, target in (("redis", backend), ("memory://", "memory://")):
+            server, url = await start_server("--backend", target)
+            measure = ((lambda: redis.info("memory")) if kind == "redis" else None)
+            before = ((await measure())["used_memory"] if measure
+                      else rss_bytes(server.process.pid))
+            task_ids = await submit_many(url, count, 0)
+            while (await asyncio.to_thread(rpc, url, "tasks/get", {"taskId": task_ids[-1]}))[
+                    2]["result"]["status"] not in TERMINAL:
+                await asyncio.sleep(0.1)
+            after = ((await measure())["used_memory"] if measure
+                     else rss_bytes(server.process.pid))
+            rows.append({"where": kind, "tasks": count,
+                         "mb_per_10k_results": (after - before) / count * 10_000 / 2**20})
+            server.kill()
+        await redis.aclose()
+    return rows
+
+
+def rss_bytes(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def bench_distributed(quick: bool) -> dict:
+    """Cost of scale, on Redis over HTTP: workers, polling, memory."""
+    per_worker = 20 if quick else 100  # tasks of 0.5 s: each run ideally takes 2.5 or 5 s
+    return {
+        "scaling": [await scaling(w, per_worker * w, 0.5) for w in ((1, 2) if quick
+                                                                     else (1, 2, 4))],
+        "polling": [await polling_capacity(kind, 1 if quick else 5)
+                    for kind in ("redis", "memory")],
+        "memory": await memory_per_result(200 if quick else 2000),
     }
 
 
@@ -2039,6 +2170,11 @@ def show_bench(console: Console, figures: dict) -> None:
     console.print(table_of("3. Overhead of a task, zero-length work", figures["overhead"]))
     console.print(table_of("4. Throughput, submitted and collected at once", figures["throughput"]))
     console.print(table_of("5. Cold start, process start to answer", figures["cold_start"]))
+    if "distributed" in figures:
+        d = figures["distributed"]
+        console.print(table_of("6. Workers on Redis over HTTP, 0.5 s tasks", d["scaling"]))
+        console.print(table_of("7. tasks/get one replica answers", d["polling"]))
+        console.print(table_of("8. Memory kept per 10,000 finished tasks", d["memory"]))
 
 
 # --------------------------------------------------------------------------
@@ -2103,6 +2239,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     bench_command = commands.add_parser("bench", help=bench_help, description=bench_help)
     bench_command.add_argument("--quick", action="store_true", help="a smaller run, in seconds")
     bench_command.add_argument("--json", action="store_true", help="print the figures as JSON")
+    bench_command.add_argument("--distributed", action="store_true",
+                               help="also Redis, HTTP and workers: scaling, polling, memory")
 
     # The pieces the stories are made of, to run by hand in separate terminals.
     serve_command = commands.add_parser("serve", help="serve the tools over HTTP on 127.0.0.1")
@@ -2197,7 +2335,7 @@ def main(argv: list[str]) -> int:
             print(asyncio.run(task_command(args)))
         elif args.command == "bench":
             signal.signal(signal.SIGINT, leave_now)
-            figures = asyncio.run(bench(args.quick))
+            figures = asyncio.run(bench(args.quick, args.distributed))
             print(json.dumps(figures, indent=2)) if args.json else show_bench(Console(), figures)
         else:
             # In memory every task dies with this process anyway: Ctrl-C leaves

@@ -91,9 +91,8 @@ def test_fire_and_forget_frees_the_client():
 
 def test_reconnect_work_went_on_while_nobody_was_connected():
     seen = run(demo.reconnect, SCALE)
-    before = demo.step_of(seen.facts["last_seen_before_closing"])
-    after = demo.step_of(seen.facts["first_seen_after_reopening"])
-    assert 2 <= before < after  # progress had moved on when we came back
+    # Progress had moved on when we came back (to the end, on a slow machine).
+    assert 2 <= seen.facts["step_when_closing"] < seen.facts["step_when_reopening"] <= 10
     assert holds(seen)
 
 
@@ -211,7 +210,7 @@ def test_the_tool_bodies_paste_into_a_server_of_your_own():
         "annotations", "asyncio", "os", "time", "Annotated", "Literal", "Field", "Context",
         "CurrentContext", "ToolError", "MCPError", "InputRequiredResult", "ElicitRequest",
         "ElicitRequestFormParams", "dataclass", "TypeAdapter", "MODERN_PROTOCOL_VERSIONS",
-        "Timeout", "LIMIT", "REPORT_GAP", "math", "Topic", "Sources", "Seconds", "TaskConfig",
+        "Timeout", "LIMIT", "REPORT_GAP", "MAX_STEPS", "math", "Topic", "Sources", "Seconds", "TaskConfig",
         "TasksExtension", "FastMCP", "POLL_INTERVAL")}
     exec("mcp = FastMCP('mine')\n"
          "mcp.add_extension(TasksExtension(url='memory://', name='mine'))\n"
