@@ -34,7 +34,7 @@ What a task guarantees (each lesson below shows one, and checks it):
 What it does not give you:
 - speed: asyncio.gather is just as concurrent (lesson `compare`);
 - queued versus running: the protocol says `working` for both (our tools say
-  when they start: see `observed`);
+  when they start: see `announced`);
 - exactly once across processes: on Redis, a task whose worker died runs
   again on another (at least once; docs/deployment.md);
 - privacy by itself: without authentication the id is the only key.
@@ -51,33 +51,21 @@ the multi-process stories and the bench.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import base64
 import functools
-import http.client
 import json
-import logging
 import math
 import os
 import re
 import secrets
-import shutil
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import threading
 import time
-import urllib.error
-import urllib.request
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from docket import Timeout
@@ -130,11 +118,32 @@ mcp.add_extension(TasksExtension(name="tasks-demo", redelivery_timeout=REDELIVER
 
 
 # --------------------------------------------------------------------------
-# The evidence. A client knows only what the protocol tells it. To prove more
-# (the body ran while nobody was connected, ran once, stopped when cancelled,
-# never more than N at once) each tool is wrapped once in `observed`, which
-# notes on the server side when a body starts and how it ends. Leave it out
-# when you copy a tool: the bodies below don't need it.
+# Queued or running? The protocol says `working` for both; only the server
+# knows. So every tool here announces itself: the first thing a task's body
+# does is set its status message. A working task with no message has not
+# started. Copy this one with the tools.
+# --------------------------------------------------------------------------
+
+
+def announced(tool: Callable) -> Callable:
+    """Set the status message `running in process N` as a task's body starts."""
+
+    @functools.wraps(tool)
+    async def body(*args: Any, **kwargs: Any) -> Any:
+        if get_task_context() is not None:  # a task; a plain call has no status
+            await current_execution.get().progress.set_message(
+                f"running in process {os.getpid()}")
+        return await tool(*args, **kwargs)
+
+    return body
+
+
+# --------------------------------------------------------------------------
+# The demo's evidence. A client knows only what the protocol tells it. To
+# prove more (the body ran while nobody was connected, ran once, stopped when
+# cancelled, never more than N at once) each tool is also `journaled`: the
+# server notes when a body starts and how it ends. Leave this out when you
+# copy a tool; the bodies don't need it.
 # --------------------------------------------------------------------------
 
 
@@ -178,7 +187,7 @@ class Journal:
 JOURNAL = Journal()
 
 
-def observed(tool: Callable) -> Callable:
+def journaled(tool: Callable) -> Callable:
     """Note each run's start and end (done, cancelled or raised) by task id."""
 
     @functools.wraps(tool)
@@ -186,12 +195,6 @@ def observed(tool: Callable) -> Callable:
         task = get_task_context()
         if task is None:  # a plain call: the lessons' evidence is about tasks
             return await tool(*args, **kwargs)
-        # `working` means queued or running alike; only the server knows
-        # which. So a body says so first: a working task with no status message
-        # has not started. (Said before the note below, so that a client that
-        # saw no message can rely on the body not having started.)
-        await current_execution.get().progress.set_message(
-            f"running in process {os.getpid()}")
         await JOURNAL.note(task.task_id, "start")
         end = "raised"
         try:
@@ -208,7 +211,8 @@ def observed(tool: Callable) -> Callable:
 
 
 # --------------------------------------------------------------------------
-# The tools. Each body pastes into your own server as it stands.
+# The tools. Each pastes into your own server as it stands, with the few
+# names defined just above it (TASK, and below: the limits and `Seconds`).
 #
 # A task holds a worker slot while its body runs, so input limits are
 # capacity limits: the schema refuses an hour and a day, NaN, a million steps
@@ -218,21 +222,22 @@ def observed(tool: Callable) -> Callable:
 # --------------------------------------------------------------------------
 
 MAX_SECONDS, MAX_STEPS = 3600, 1000
-LIMIT = timedelta(seconds=MAX_SECONDS + 60)
+TIME_LIMIT = timedelta(seconds=MAX_SECONDS + 60)
 Seconds = Annotated[float, Field(description="how long it takes", ge=0, le=MAX_SECONDS,
                                  allow_inf_nan=False)]
 REPORT_GAP = 0.05  # seconds between progress reports, at least
 
 
-@mcp.tool(task=TASK, timeout=LIMIT.total_seconds())
-@observed
+@mcp.tool(task=TASK, timeout=TIME_LIMIT.total_seconds())
+@announced
+@journaled
 async def work(
     label: Annotated[str, Field(description="what to call this work", max_length=100)],
     seconds: Seconds,
     steps: Annotated[int, Field(description="progress reports, evenly spaced", ge=1,
                                 le=MAX_STEPS)] = 5,
     ctx: Context = CurrentContext(),
-    limit: Timeout = Timeout(LIMIT),
+    limit: Timeout = Timeout(TIME_LIMIT),  # Docket enforces it on a task; unused here
 ) -> dict:
     """Work for `seconds` in equal `steps`, reporting progress after each."""
     started, reported = time.monotonic(), -math.inf
@@ -260,7 +265,8 @@ def uppercase(text: Annotated[str, Field(max_length=1000)]) -> str:
 
 
 @mcp.tool(task=TASK)
-@observed
+@announced
+@journaled
 async def fail(kind: Literal["bad_input", "bug", "backend_down"]) -> str:
     """Fail in one of the two ways a task can fail.
 
@@ -285,7 +291,8 @@ class Decision:
 
 
 @mcp.tool(task=TASK)
-@observed
+@announced
+@journaled
 async def approve(
     action: Annotated[str, Field(description="what to ask approval for", max_length=200)],
     ctx: Context = CurrentContext(),
@@ -300,8 +307,9 @@ async def approve(
     no InputRequiredResult: it makes a plain call, whose open request carries
     an `elicitation/create` to it, so there `ctx.elicit()` is the way.
     """
-    request = ctx.request_context  # None inside a task
-    if not ctx.is_background_task and request.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+    older_client = not ctx.is_background_task and (
+        ctx.request_context.protocol_version not in MODERN_PROTOCOL_VERSIONS)
+    if older_client:
         answer = await ctx.elicit(f"Approve {action!r}?", response_type=Decision)
         if answer.action == "accept" and answer.data.approved:
             return f"{action}: approved by {answer.data.approver}"
@@ -341,11 +349,12 @@ async def analyze_findings(topic: str, findings: list[dict], seconds: float) -> 
             "findings": [f["finding"] for f in findings]}
 
 
-@mcp.tool(task=TASK, timeout=LIMIT.total_seconds())
-@observed
+@mcp.tool(task=TASK, timeout=TIME_LIMIT.total_seconds())
+@announced
+@journaled
 async def deep_research(topic: Topic, sources: Sources = 3, seconds: Seconds = 2.0,
                         ctx: Context = CurrentContext(),
-                        limit: Timeout = Timeout(LIMIT)) -> dict:
+                        limit: Timeout = Timeout(TIME_LIMIT)) -> dict:  # Docket's, as in work
     """Plan, search `sources` in parallel, analyse: one task, `seconds` long.
 
     A quarter of the time plans, half searches, a quarter analyses.
@@ -359,21 +368,24 @@ async def deep_research(topic: Topic, sources: Sources = 3, seconds: Seconds = 2
 
 
 @mcp.tool(task=TASK)
-@observed
+@announced
+@journaled
 async def plan(topic: Topic, sources: Sources, seconds: Seconds) -> list[str]:
     """Research step 1: the queries to run."""
     return await plan_queries(topic, sources, seconds)
 
 
 @mcp.tool(task=TASK)
-@observed
+@announced
+@journaled
 async def search(query: Annotated[str, Field(max_length=300)], seconds: Seconds) -> dict:
     """Research step 2: one search."""
     return await search_source(query, seconds)
 
 
 @mcp.tool(task=TASK)
-@observed
+@announced
+@journaled
 async def analyze(topic: Topic, findings: Annotated[list[dict], Field(max_length=10)],
                   seconds: Seconds) -> dict:
     """Research step 3: the report."""
@@ -553,7 +565,7 @@ def lesson(fn: Callable[..., Awaitable[Observed]]) -> Callable[..., Awaitable[Ob
 
 @lesson
 async def compare(scale: float) -> Observed:
-    """3 s, 2 s and 1 s of work: sequential, asyncio.gather, tasks. Tasks add a lifecycle, not speed."""
+    """3 s + 2 s + 1 s of work, sequential, gathered, as tasks: tasks add a lifecycle, not speed."""
     args = [{"label": label, "seconds": s * scale} for label, s in (("A", 3), ("B", 2), ("C", 1))]
     async with serving() as server:
         # A client that does not negotiate the tasks extension (here: the
@@ -725,12 +737,13 @@ async def reconnect(scale: float) -> Observed:
 
 @lesson
 async def crash(scale: float) -> Observed:
-    """SIGKILL the waiting client's process: the work goes on, once; a new process gets the result."""
+    """SIGKILL the waiting client's process: the work goes on, once; a new process gets it."""
     seconds = 3 * scale
     async with serving() as server, on_http(server) as url, child_processes():
-        # Two real client processes over HTTP (each takes ~3 s to import fastmcp). The first submits and waits,
-        # printing progress (and the task id first, as a careful client
-        # writes it down); the second starts now too, to wait for that id.
+        # Two real client processes over HTTP (each takes seconds to import
+        # fastmcp). The first submits and waits, printing progress, and the task
+        # id first, as a careful client writes it down. The second starts now
+        # too, and waits to be given that id.
         victim = Child.demo("client", "task", "submit", "--wait", "--url", url,
                             "--label", "K", "--seconds", str(seconds), "--steps", "10")
         survivor = Child.demo("new client", "task", "result", "--url", url, "-")
@@ -755,7 +768,7 @@ async def crash(scale: float) -> Observed:
 
 @lesson
 async def teammates(scale: float) -> Observed:
-    """A submits and shares only the task id; B watches, C waits and notifies; all get one result."""
+    """A submits and shares only the id; B watches, C waits and notifies; all get one result."""
     seconds, t0 = 2 * scale, now()
     async with serving() as server:
         async with Client(server) as alice, Client(server) as bob, Client(server) as carol:
@@ -859,8 +872,8 @@ async def input_(scale: float) -> Observed:
                 "it resumed with the answer": result.data == "deploy v2: approved by dana",
                 "the body ran twice, once per leg":
                 JOURNAL.of(task.task_id) == ["start", "done", "start", "done"]},
-        facts={"transitions": transitions(before) + [final.status], "question": asked,
-               "result": result.data})
+        facts={"seen_by_polling": transitions(before), "then": final.status,
+               "question": asked, "result": result.data})
 
 
 @lesson
@@ -950,7 +963,7 @@ async def instant(scale: float) -> Observed:
     return Observed(
         ideal=0.0,
         checks={"answered inline": answer == "HELLO",
-                "call_tool_task refused it": refused is not None},
+                "call_tool_task refused it": refused == "Tool 'uppercase' did not run as a task"},
         facts={"answer": answer, "call_ms": call_ms, "call_tool_task_said": refused})
 
 
@@ -960,7 +973,20 @@ async def instant(scale: float) -> Observed:
 # processes (serve, worker, Redis), and the bench.
 # ==========================================================================
 
-import uvicorn  # noqa: E402  (machinery imports live with the machinery)
+import argparse  # noqa: E402  (the machinery's imports live with the machinery)
+import base64  # noqa: E402
+import http.client  # noqa: E402
+import logging  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import uvicorn  # noqa: E402
 from fastmcp.server.auth.providers.jwt import StaticTokenVerifier  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.live import Live  # noqa: E402
@@ -993,14 +1019,32 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+FIRST_PRESS: list[float] = []
+
+
+def same_press() -> bool:
+    """True for a signal within half a second of the first: the same Ctrl-C.
+
+    Under `uv run`, one Ctrl-C arrives twice: the terminal signals the whole
+    process group, and uv forwards what it got to its child too.
+    """
+    FIRST_PRESS[:] = FIRST_PRESS or [time.monotonic()]
+    return time.monotonic() - FIRST_PRESS[0] < 0.5
+
+
 class HttpServer(uvicorn.Server):
     """uvicorn, whose Ctrl-C drains (running tasks finish; a second leaves) or leaves."""
 
     drain = False
 
     def handle_exit(self, sig: int, frame: Any) -> None:
-        if self.should_exit or not self.drain:
+        if not self.drain:
             leave_now()
+        if self.should_exit:  # pressed before: a second press leaves
+            if not same_press():
+                leave_now()
+            return
+        same_press()  # the first press
         print("draining: running tasks finish first (Ctrl-C again to leave now)",
               file=sys.stderr, flush=True)
         super().handle_exit(sig, frame)
@@ -1135,16 +1179,19 @@ async def worker(backend: str, journal: bool) -> None:
     server = tasks_server(backend=backend, queue="tasks-demo")
     stop = asyncio.Event()
 
-    def first_ctrl_c() -> None:
+    def on_signal() -> None:
+        if stop.is_set():
+            if not same_press():
+                leave_now()
+            return
+        same_press()  # the first press
         print("draining: running tasks finish first (Ctrl-C again to leave now; "
               f"their tasks then run again elsewhere after {REDELIVERY_TIMEOUT.seconds} s)",
               flush=True)
         stop.set()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            asyncio.get_running_loop().add_signal_handler(sig, leave_now)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(sig, first_ctrl_c)
+        asyncio.get_running_loop().add_signal_handler(sig, on_signal)
     async with server._lifespan_manager():  # the lifespan runs the Docket worker
         print(f"worker pid={os.getpid()} backend={backend}", flush=True)
         await stop.wait()
@@ -1159,8 +1206,8 @@ async def task_command(args: argparse.Namespace) -> str:
         return json.dumps(await load(args.url, args.count, args.seconds, args.over, args.poll))
     async with remote(args.url, args.token) as client:
         if args.action == "submit":
-            work = {"label": args.label, "seconds": args.seconds, "steps": args.steps}
-            task = await call_tool_task(client, "work", work)
+            job = {"label": args.label, "seconds": args.seconds, "steps": args.steps}
+            task = await call_tool_task(client, "work", job)
             if not args.wait:
                 return task.task_id
             print(task.task_id, flush=True)  # first, so that the id is never lost
@@ -1185,8 +1232,9 @@ async def task_command(args: argparse.Namespace) -> str:
                 return states
         final = await task.wait(timeout=24 * 3600)
         if final.status != "completed":
-            raise DemoError(f"task {task.task_id} ended {final.status}: "
-                            f"{final.status_message or final.error or ''}")
+            why = final.status_message or (final.error or {}).get("message")
+            raise DemoError(f"task {task.task_id} ended {final.status}"
+                            + (f": {why}" if why else ""))
         return json.dumps(final.result.get("structuredContent") or final.result["content"])
 
 
@@ -1206,11 +1254,11 @@ def story(fn: Callable[..., Awaitable[Observed]]) -> Callable[..., Awaitable[Obs
 class Child:
     """A process a story started: its output collected, its end guaranteed."""
 
-    def __init__(self, name: str, *command: str):
+    def __init__(self, name: str, *command: str, own_group: bool = False):
         self.name, self.lines = name, []
         self.process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=own_group)
         CHILDREN.append(self.process)
         self._reader = threading.Thread(target=self._collect, daemon=True)
         self._reader.start()
@@ -1551,8 +1599,8 @@ async def replicas(scale: float) -> Observed:
             answers.append((headers.get("x-replica"), method, status))
             return answer
 
-        work = {"label": "balanced", "seconds": seconds, "steps": 8}
-        task_id = (await send("tools/call", {"name": "work", "arguments": work},
+        job = {"label": "balanced", "seconds": seconds, "steps": 8}
+        task_id = (await send("tools/call", {"name": "work", "arguments": job},
                               "work"))["result"]["taskId"]
         doomed = (await send("tools/call", {"name": "work", "arguments": {
             "label": "doomed", "seconds": 60}}, "work"))["result"]["taskId"]
@@ -2091,7 +2139,7 @@ def show(console: Console, seen: Observed, took: float) -> None:
 
 
 WHY_NO_MESSAGE = {"working (queued)": "[dim]queued: waiting for a free worker[/]",
-                  "completed": "done"}
+                  "completed": "[dim](the result is in)[/]"}
 
 
 def dashboard(latest: dict[str, Sample]) -> Table:
@@ -2166,7 +2214,8 @@ def show_bench(console: Console, figures: dict) -> None:
         [{"what": what, "took_s": c[key], "ratio_to_gather": c[key] / c["gather_s"]}
          for what, key in (("sequential", "sequential_s"), ("asyncio.gather", "gather_s"),
                            ("background tasks", "tasks_s"))]))
-    console.print(table_of("2. Result lag: how late a finished task is seen", figures["result_lag"]))
+    console.print(table_of("2. Result lag: how late a finished task is seen",
+                           figures["result_lag"]))
     console.print(table_of("3. Overhead of a task, zero-length work", figures["overhead"]))
     console.print(table_of("4. Throughput, submitted and collected at once", figures["throughput"]))
     console.print(table_of("5. Cold start, process start to answer", figures["cold_start"]))
@@ -2189,16 +2238,6 @@ class OneLineErrors(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def positive_finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
 def within(kind: type, low: float, high: float) -> Callable[[str], Any]:
     """Parse a number from `low` to `high`: what the server would accept."""
     def parse(text: str) -> Any:
@@ -2215,8 +2254,9 @@ def within(kind: type, low: float, high: float) -> Callable[[str], Any]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = OneLineErrors(prog="tasks_demo.py",
                            description="MCP background tasks on FastMCP 4, taught by running them.")
-    scale_help = "multiply every duration (0.1 runs ten times faster); default 1"
-    parser.add_argument("--scale", type=positive_finite, default=1.0, help=scale_help)
+    scale_help = "multiply every duration (0.1 runs ten times faster); 0.001 to 10, default 1"
+    scale = within(float, 0.001, 10)  # past 10 some tasks would ask for more than an hour
+    parser.add_argument("--scale", type=scale, default=1.0, help=scale_help)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     runnable = {**{n: claim(f) for n, f in LESSONS.items()},
                 "all": "every lesson above, in this order, with a summary",
@@ -2224,8 +2264,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for name, summary_line in runnable.items():
         command = commands.add_parser(name, help=summary_line, description=summary_line)
         # --scale after the command too; SUPPRESS keeps a value given before it.
-        command.add_argument("--scale", type=positive_finite, default=argparse.SUPPRESS,
-                             help=scale_help)
+        command.add_argument("--scale", type=scale, default=argparse.SUPPRESS, help=scale_help)
     soak_command = commands.choices["soak"]
     soak_command.add_argument("--tasks", type=within(int, 1, 100_000), default=120)
     soak_command.add_argument("--clients", type=within(int, 1, 50), default=2,
@@ -2346,7 +2385,7 @@ def main(argv: list[str]) -> int:
                 logging.getLogger(noisy).setLevel(logging.CRITICAL)
             options = {k: v for k, v in vars(args).items() if k not in ("command", "scale")}
             return 0 if asyncio.run(run(args.command, args.scale, **options)) else 1
-    except DemoError as error:
+    except (DemoError, ToolError) as error:  # ToolError: a server refused a call
         print(f"tasks_demo.py: error: {error}", file=sys.stderr)
         return 1
     return 0
