@@ -5,6 +5,7 @@
 #     "mcp",
 #     "mcp-types",
 #     "pydantic",
+#     "pydantic-ai-slim",  # imported only by `research --model`: light, and offline-testable
 #     "pydocket",
 #     "redis",
 #     "rich",
@@ -88,7 +89,7 @@ from fastmcp_tasks.client_models import (
 from mcp.shared.exceptions import MCPError
 from mcp_types import REQUEST_TIMEOUT, ElicitRequest, ElicitRequestFormParams, InputRequiredResult
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import Field, TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter
 
 # ==========================================================================
 # 1. The server: one FastMCP app, the tasks extension, the tools
@@ -349,6 +350,51 @@ async def analyze_findings(topic: str, findings: list[dict], seconds: float) -> 
             "findings": [f["finding"] for f in findings]}
 
 
+# The same task with a real model doing the thinking (pydantic-ai): set by
+# `research --model` (or `serve --model`) to any model string pydantic-ai
+# accepts, e.g. anthropic:claude-sonnet-4-5, google-gla:gemini-2.5-flash, or
+# `test`, its offline model. The key comes from the provider's usual variable.
+RESEARCH_MODEL: Any = None  # None: the mock
+
+
+class ResearchReport(BaseModel):
+    summary: str
+    findings: list[str]
+
+
+async def agent_research(topic: str, sources: int, seconds: float, ctx: Context) -> dict:
+    """Plan and analyse by the model; the parallel searches are its tool calls."""
+    from pydantic_ai import Agent, ToolCallPart  # this path only: the first run stays light
+    from pydantic_ai.exceptions import AgentRunError, UserError
+
+    agent = Agent(RESEARCH_MODEL, output_type=ResearchReport, instructions=(
+        f"Research the topic. Call `search` for {sources} different queries in one turn, "
+        "then write a short summary and one finding per search."))
+    searched: list[str] = []
+
+    @agent.tool_plain
+    async def search(query: str) -> dict:
+        """Search one source for `query`."""
+        searched.append(query)
+        return await search_source(query, seconds / 2)
+
+    try:
+        async with agent.iter(f"Topic: {topic}") as run:
+            async for node in run:  # each step of the agent, as the task's status
+                if Agent.is_model_request_node(node):
+                    await ctx.report_progress(
+                        0, None, f"asking the model (request {run.usage.requests + 1})")
+                elif Agent.is_call_tools_node(node):
+                    calls = [p.args_as_dict().get("query", p.tool_name)
+                             for p in node.model_response.parts if isinstance(p, ToolCallPart)]
+                    await ctx.report_progress(0, None, f"searching: {' | '.join(calls)}")
+    except (AgentRunError, UserError) as error:  # a model error, a missing key: an answer
+        raise ToolError(f"the model failed: {error}") from None
+    report = run.result.output
+    return {"topic": topic, "sources": len(searched), "summary": report.summary,
+            "findings": report.findings, "model_requests": run.usage.requests}
+
+
 @mcp.tool(task=TASK, timeout=TIME_LIMIT.total_seconds())
 @announced
 @journaled
@@ -357,8 +403,11 @@ async def deep_research(topic: Topic, sources: Sources = 3, seconds: Seconds = 2
                         limit: Timeout = Timeout(TIME_LIMIT)) -> dict:  # Docket's, as in work
     """Plan, search `sources` in parallel, analyse: one task, `seconds` long.
 
-    A quarter of the time plans, half searches, a quarter analyses.
+    A quarter of the time plans, half searches, a quarter analyses. With a
+    model configured (RESEARCH_MODEL), the model plans and analyses instead.
     """
+    if RESEARCH_MODEL is not None:
+        return await agent_research(topic, sources, seconds, ctx)
     await ctx.report_progress(0, 3, f"planning {sources} searches")
     queries = await plan_queries(topic, sources, seconds / 4)
     await ctx.report_progress(1, 3, f"searching {sources} sources in parallel")
@@ -916,8 +965,10 @@ async def limits(scale: float) -> Observed:
 
 
 @lesson
-async def research(scale: float) -> Observed:
+async def research(scale: float, model: str | None = None) -> Observed:
     """Deep research: one long task watched by phase, then the same steps composed as tasks."""
+    if model is not None:
+        return await research_by_model(scale, model)
     seconds, sources, t0 = 2 * scale, 3, now()
     async with serving() as server:
         async with Client(server) as laptop:
@@ -946,6 +997,31 @@ async def research(scale: float) -> Observed:
                 JOURNAL.most_at_once([s.task_id for s in searches]) == sources},
         facts={"phases": phases, "summary": on_laptop["summary"],
                "composed_summary": composed["summary"]})
+
+
+async def research_by_model(scale: float, model: Any) -> Observed:
+    """`research --model`: the same task, a real model doing the thinking."""
+    global RESEARCH_MODEL
+    RESEARCH_MODEL, t0 = model, now()
+    try:
+        async with serving() as server, Client(server) as client:
+            task = await call_tool_task(client, "deep_research", {
+                "topic": "solid-state batteries", "sources": 3, "seconds": 2 * scale},
+                raise_on_error=False)
+            steps = [s.message for s in await follow(task, t0) if s.message]
+            result = await task.result()
+    finally:
+        RESEARCH_MODEL = None
+    report = result.structured_content or {}
+    return Observed(
+        ideal=2 * scale,
+        checks={"the agent's steps were visible as status messages":
+                any(m.startswith(("asking the model", "searching")) for m in steps),
+                "the model's searches were its tool calls": report.get("sources", 0) >= 1,
+                "the task completed with the model's report": not result.is_error},
+        facts={"model": str(model), "steps_seen": list(dict.fromkeys(steps)),
+               "report": report or result.content[0].text,
+               "model_requests": report.get("model_requests")})
 
 
 @lesson
@@ -2265,6 +2341,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         command = commands.add_parser(name, help=summary_line, description=summary_line)
         # --scale after the command too; SUPPRESS keeps a value given before it.
         command.add_argument("--scale", type=scale, default=argparse.SUPPRESS, help=scale_help)
+    model_help = ("deep research by a real model, any pydantic-ai model string: "
+                  "anthropic:claude-sonnet-4-5, google-gla:gemini-2.5-flash, test (offline)")
+    commands.choices["research"].add_argument("--model", help=model_help)
     soak_command = commands.choices["soak"]
     soak_command.add_argument("--tasks", type=within(int, 1, 100_000), default=120)
     soak_command.add_argument("--clients", type=within(int, 1, 50), default=2,
@@ -2295,6 +2374,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                     "(or TASKS_DEMO_TOKENS=alice=...,bob=...)")
     worker_command = commands.add_parser("worker", help="run tasks for servers on a shared Redis")
     worker_command.add_argument("--backend", required=True, help="redis://HOST:PORT/DB")
+    for command in (serve_command, worker_command):
+        command.add_argument("--model", help=model_help)
     worker_command.add_argument("--journal", action="store_true",
                                 help="also record each body's start and end in Redis (soak)")
 
@@ -2361,9 +2442,30 @@ async def run(command: str, scale: float, **options: Any) -> bool:
     return all(all(seen.checks.values()) for _, seen, _ in runs)
 
 
+def check_model(model: str) -> None:
+    """What a model string needs, in one line, before any task is submitted."""
+    from pydantic_ai.exceptions import UserError
+    from pydantic_ai.models import infer_model
+
+    try:
+        infer_model(model)
+    except ImportError as error:  # the provider's SDK is not installed
+        extra = re.search(r"pydantic-ai-slim\[([\w-]+)\]", str(error))
+        raise DemoError(f"{model} needs its provider's package: uv run --with "
+                        f"'pydantic-ai-slim[{extra[1] if extra else '...'}]' tasks_demo.py "
+                        f"research --model {model}") from None
+    except UserError as error:  # an unknown model, or the variable to set for the key
+        raise DemoError(f"{model}: {error}") from None
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    global RESEARCH_MODEL
     try:
+        if getattr(args, "model", None):
+            check_model(args.model)
+            if args.command in ("serve", "worker"):
+                RESEARCH_MODEL = args.model
         if args.command == "serve":
             asyncio.run(serve(args.port, args.host, args.backend, not args.no_worker,
                               args.tokens))

@@ -373,8 +373,10 @@ def test_the_file_imports_only_what_it_declares():
     imported = set(re.findall(r"^\s*(?:from|import) (\w+)", source, re.M))
     third_party = imported - set(sys.stdlib_module_names) - {"__future__"}
     # Distribution names that differ from their import names:
-    assert third_party - {"docket", "fastmcp_tasks"} <= declared, third_party - declared
-    assert {"pydocket", "fastmcp"} <= declared  # docket; fastmcp[tasks] brings fastmcp_tasks
+    assert third_party - {"docket", "fastmcp_tasks", "pydantic_ai"} <= declared, \
+        third_party - declared
+    # docket; fastmcp[tasks] brings fastmcp_tasks; pydantic_ai comes as pydantic-ai-slim:
+    assert {"pydocket", "fastmcp", "pydantic_ai_slim"} <= declared
     project = tomllib.loads((HERE / "pyproject.toml").read_text())["project"]
     assert header["dependencies"] == project["dependencies"]
 
@@ -840,6 +842,116 @@ def test_the_curl_recipe_in_the_docs_runs_as_written():
     assert '"status":"completed"' in lines[1] and '"label":"curl"' in lines[1]
     assert "deploy: approved by curl" in lines
     assert lines[-1] == "cancelled"
+
+
+# -- deep research by a real model, offline: pydantic-ai's test models -------
+
+
+def with_model(model):
+    """Run deep_research as a task on a server whose research model is `model`."""
+    async def story(cancel_when=None, snapshot=lambda: None):
+        demo.RESEARCH_MODEL, t0, seen = model, demo.now(), []
+        try:
+            async with demo.serving() as server, demo.Client(server) as client:
+                task = await demo.call_tool_task(client, "deep_research", {
+                    "topic": "batteries", "sources": 3, "seconds": 0.2}, raise_on_error=False)
+                samples = await demo.follow(task, t0, until=cancel_when or (lambda s: False))
+                if cancel_when:
+                    cancelled_at = demo.now()
+                    await task.cancel()
+                    ended = await demo.JOURNAL.end_of(task.task_id, timeout=5)
+                    # What the model saw, as the body ended (not later, at shutdown):
+                    return ended, demo.JOURNAL.time(task.task_id, ended) - cancelled_at, \
+                        snapshot()
+                return samples, await task.result(), task.task_id
+        finally:
+            demo.RESEARCH_MODEL = None
+    return story
+
+
+def test_research_by_a_model_runs_the_agent_through_the_task():
+    from pydantic_ai import ModelResponse, ToolCallPart, ToolReturnPart
+    from pydantic_ai.models.function import FunctionModel
+
+    returned = []
+
+    async def model(messages, info):
+        if len(messages) == 1:  # plan: three searches in one turn
+            await asyncio.sleep(0.3)  # a model takes a moment: long enough to be seen
+            return ModelResponse(parts=[ToolCallPart("search", {"query": f"angle {i}"})
+                                        for i in range(3)])
+        returned.extend(p for p in messages[-1].parts if isinstance(p, ToolReturnPart))
+        return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {
+            "summary": "three angles agree", "findings": [p.content["finding"] for p in returned]})])
+
+    samples, result, task_id = asyncio.run(with_model(FunctionModel(model))())
+    said = [s.message for s in samples if s.message]
+    assert any(m == "asking the model (request 1)" for m in said)
+    assert "searching: angle 0 | angle 1 | angle 2" in said
+    assert not result.is_error
+    report = result.structured_content
+    assert report["summary"] == "three angles agree" and report["sources"] == 3
+    assert report["model_requests"] == 2
+    # The three searches (0.1 s each) ran side by side, as the agent's tool calls.
+    times = sorted(p.timestamp.timestamp() for p in returned)
+    assert len(times) == 3 and times[-1] - times[0] < 0.05
+    assert demo.JOURNAL.of(task_id) == ["start", "done"]
+
+
+def test_cancelling_a_model_research_cancels_the_request_in_flight():
+    from pydantic_ai.models.function import FunctionModel
+
+    calls, interrupted = [], []
+
+    async def slow_model(messages, info):
+        calls.append(demo.now())
+        try:
+            await asyncio.sleep(30)  # a long generation
+        except asyncio.CancelledError:
+            interrupted.append(demo.now())
+            raise
+
+    asking = lambda status: (status.status_message or "").startswith("asking the model")  # noqa: E731
+    ended, after_s, (made, stopped) = asyncio.run(with_model(FunctionModel(slow_model))(
+        cancel_when=asking, snapshot=lambda: (len(calls), len(interrupted))))
+    assert ended == "cancelled" and after_s < 1
+    assert stopped == 1  # the request in flight was cancelled with the body...
+    assert made == 1  # ...and no other was made: no tokens spent after the cancel
+
+
+def test_a_model_error_ends_the_task_as_an_is_error_answer():
+    from pydantic_ai.exceptions import ModelHTTPError
+    from pydantic_ai.models.function import FunctionModel
+
+    async def overloaded(messages, info):
+        raise ModelHTTPError(status_code=529, model_name="big-model", body="overloaded")
+
+    samples, result, _ = asyncio.run(with_model(FunctionModel(overloaded))())
+    assert samples[-1].state == "completed" and result.is_error
+    assert "the model failed" in result.content[0].text and "529" in result.content[0].text
+
+
+def test_research_with_the_offline_test_model_from_the_command_line(capsys):
+    code, out, err = in_process(["--scale", "0.2", "research", "--model", "test"], capsys)
+    assert code == 0, err
+    assert "the model's searches were its tool calls" in out and "✗" not in out
+
+
+def test_what_a_model_needs_is_one_line(monkeypatch):
+    with pytest.raises(demo.DemoError, match=r"uv run --with 'pydantic-ai-slim\[anthropic\]'"):
+        demo.check_model("anthropic:claude-sonnet-4-5")  # its SDK is not installed
+    with pytest.raises(demo.DemoError, match="Unknown model"):
+        demo.check_model("nonsense:model")
+    import pydantic_ai.models
+    from pydantic_ai.exceptions import UserError
+
+    def no_key(model):
+        raise UserError("Set the `ANTHROPIC_API_KEY` environment variable or pass it via "
+                        "`AnthropicProvider(api_key=...)`")
+
+    monkeypatch.setattr(pydantic_ai.models, "infer_model", no_key)
+    with pytest.raises(demo.DemoError, match="Set the `ANTHROPIC_API_KEY` environment variable"):
+        demo.check_model("anthropic:claude-sonnet-4-5")
 
 
 # -- the bench ----------------------------------------------------------------
