@@ -1715,7 +1715,7 @@ async def load(url: str, count: int, seconds: float, over: float, poll: float) -
     a request reached a server it may have created a task, and the protocol
     has no idempotency key to tell, so it is counted as unsure instead.
     """
-    retried, unsure, submitted_at, ended = 0, 0, {}, {}
+    retried, unsure, submitted_at, ended = 0, [], {}, {}
 
     async def ask(method: str, params: dict, name: str | None = None) -> dict | None:
         nonlocal retried
@@ -1732,14 +1732,13 @@ async def load(url: str, count: int, seconds: float, over: float, poll: float) -
         return None
 
     async def submit() -> None:
-        nonlocal unsure
         start = now()
         for i in range(count):
             await asyncio.sleep(max(0.0, start + i * over / count - now()))
             answer = await ask("tools/call", {"name": "work", "arguments": {
                 "label": f"load-{os.getpid()}-{i}", "seconds": seconds, "steps": 2}}, "work")
             if answer is None or "taskId" not in answer.get("result", {}):
-                unsure += 1
+                unsure.append(time.time())  # when: the account tells which fault it met
             else:
                 submitted_at[answer["result"]["taskId"]] = now()
 
@@ -1834,7 +1833,9 @@ async def soak(scale: float, tasks: int = 120, clients: int = 2, faults: tuple =
         checks={"no task lost": not account["lost"],
                 "every task the server ran, a client knew (or was unsure of)":
                 account["unknown_ran"] <= account["unsure_submits"],
-                "every second run is explained by a fault": not account["unexplained_reruns"]},
+                "every second run is explained by a fault": not account["unexplained_reruns"],
+                "a request failed only when a fault struck":
+                "no fault" not in account["unsure_during"]},
         facts=account)
 
 
@@ -1879,7 +1880,10 @@ async def tally(backend: str, reports: list[dict], struck: dict, probe_id: str,
         "completed": sum(1 for s, _ in ended.values() if s == "completed"),
         "failed": sum(1 for s, _ in ended.values() if s == "failed"),
         "lost": [t[:8] for t, (s, _) in ended.items() if s != "completed"],
-        "unsure_submits": sum(r["unsure_submits"] for r in reports),
+        "unsure_submits": sum(len(r["unsure_submits"]) for r in reports),
+        "unsure_during": sorted({next((f for f, (_, _, wall) in struck.items()
+                                       if 0 <= at - wall < 5), "no fault")
+                                 for r in reports for at in r["unsure_submits"]}),
         "unknown_ran": len(set(runs) - set(ended)),
         "ran_twice_and_why": reruns,
         "unexplained_reruns": unexplained,
