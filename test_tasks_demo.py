@@ -199,21 +199,24 @@ def test_the_tool_bodies_paste_into_a_server_of_your_own():
     import inspect
 
     names = ["work", "uppercase", "fail", "approve", "deep_research", "plan", "search", "analyze"]
-    helpers = [demo.announced, demo.Decision, demo.plan_queries, demo.search_source,
-               demo.analyze_findings]
+    helpers = [demo.announced, demo.Decision, demo.decided, demo.plan_queries,
+               demo.search_source, demo.analyze_findings, demo.ResearchReport,
+               demo.agent_research]
     source = "\n".join(inspect.getsource(h) for h in helpers) + "\n" + "\n".join(
         "\n".join(line for line in inspect.getsource(getattr(demo, n)).splitlines()
                   if line.strip() != "@journaled")
         for n in names)
     assert "JOURNAL" not in source and "journaled" not in source
     namespace = {name: getattr(demo, name) for name in (
-        "annotations", "asyncio", "os", "time", "Annotated", "Literal", "Field", "Context",
-        "CurrentContext", "ToolError", "MCPError", "InputRequiredResult", "ElicitRequest",
-        "ElicitRequestFormParams", "dataclass", "TypeAdapter", "MODERN_PROTOCOL_VERSIONS",
-        "Timeout", "TIME_LIMIT", "REPORT_GAP", "functools", "get_task_context",
-        "current_execution", "Callable", "Any", "MAX_STEPS", "math", "Topic", "Sources", "Seconds", "TaskConfig",
-        "TasksExtension", "FastMCP", "POLL_INTERVAL")}
-    exec("mcp = FastMCP('mine')\n"
+        "annotations", "asyncio", "functools", "math", "os", "time", "Annotated", "Any",
+        "Callable", "Literal", "BaseModel", "ConfigDict", "Field", "ValidationError",
+        "Context", "CurrentContext", "ToolError", "MCPError", "InputRequiredResult",
+        "ElicitRequest", "ElicitRequestFormParams", "MODERN_PROTOCOL_VERSIONS", "Timeout",
+        "get_task_context", "current_execution", "TaskConfig", "TasksExtension", "FastMCP",
+        # the few module-level names the tools use, defined just above them:
+        "POLL_INTERVAL", "TIME_LIMIT", "REPORT_GAP", "MAX_STEPS", "Topic", "Sources",
+        "Seconds")}
+    exec("mcp = FastMCP('mine')\nRESEARCH_MODEL = None\n"
          "mcp.add_extension(TasksExtension(url='memory://', name='mine'))\n"
          "TASK = TaskConfig(mode='optional', poll_interval=POLL_INTERVAL)\n" + source, namespace)
 
@@ -273,7 +276,9 @@ def script(*args, **kwargs) -> subprocess.CompletedProcess:
 
 
 def test_all_runs_every_lesson_and_prints_the_summary():
-    result = script("--scale", str(SCALE), "all")
+    # At 0.3, the shortest phase a lesson must see lasts several polls, also
+    # on a loaded machine (at 0.1, `all` once failed here under load).
+    result = script("--scale", "0.3", "all")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Summary" in result.stdout
     for name in demo.LESSONS:
@@ -309,7 +314,7 @@ def one_line(err: str) -> str:
 
 
 @pytest.mark.parametrize("args", [
-    [], ["--scale", "0", "all"], ["--scale", "-1", "all"], ["--scale", "abc", "all"],
+    [], ["--scale", "0", "all"], ["--scale", "0.01", "poll"], ["--scale", "-1", "all"], ["--scale", "abc", "all"],
     ["--scale", "inf", "all"], ["--scale", "nan", "all"], ["poll", "--scale", "nan"],
 ])
 def test_bad_input_is_one_line_and_exit_2(args, capsys):
@@ -391,8 +396,12 @@ needs_redis = pytest.mark.skipif(
 
 def our_children() -> list[int]:
     """Processes this test process started that are still running."""
-    me = Path(f"/proc/{os.getpid()}/task")
-    pids = [int(p) for t in me.iterdir() for p in (t / "children").read_text().split()]
+    pids = []
+    for thread in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            pids += [int(p) for p in (thread / "children").read_text().split()]
+        except FileNotFoundError:  # a thread that ended meanwhile has no children
+            pass
     return [pid for pid in pids if running(pid)]
 
 
@@ -411,7 +420,7 @@ def test_tenants_a_task_is_found_by_its_owner_only():
     assert json.loads(seen.facts["alice_sees"][7:])["label"] == "alice-report"
     assert "not found" in seen.facts["bob_sees"]
     assert "HTTP 401" in seen.facts["no token_sees"]
-    assert seen.facts["id_entropy_bits"] == 256
+    assert seen.facts["id_length_bits"] == 256
     assert not our_children()
 
 
@@ -421,7 +430,7 @@ def test_restart_a_sigkilled_servers_task_completes_once():
     assert seen.facts["after_restart"][-1] == "completed"
     result = seen.facts["result"]
     assert (result["label"], result["seconds"], result["steps"]) == ("R", 3.0, 12)
-    assert seen.checks["the new server ran it, from the top"]
+    assert seen.checks["the new server ran it again, from the top"]
     assert seen.checks["the same result when fetched again"]
     # The work can only restart once the dead worker's claim has lapsed: one
     # redelivery timeout after its last renewal, which came at most a quarter
@@ -520,7 +529,7 @@ def test_replicas_any_replica_answers_and_one_may_die():
     seen = run(demo.replicas, 0.5)
     assert seen.checks["both replicas answered, no stickiness"]
     assert seen.checks["after replica 1 died, replica 2 answered everything"]
-    assert seen.checks["no request failed, even at the kill"]
+    assert seen.checks["no request failed, before or after the kill"]
     assert seen.facts["result"]["label"] == "balanced"
     assert seen.checks["cancel through the balancer"]
     assert not our_children()
@@ -716,11 +725,15 @@ def test_bad_input_gets_the_same_answer_plain_and_as_a_task():
 
 def test_foreign_host_and_origin_are_refused():
     async def story():
-        async with demo.serving() as server, demo.on_http(server) as url:
+        async with demo.serving() as server, demo.on_http(server) as url, demo.on_http(
+                server, names=("mcp.example.com",)) as named:  # serve --allow-host
             ping = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list",
                                "params": {"_meta": MODERN}}).encode()
             port = url.split(":")[2].split("/")[0]
             return {
+                "a name it was given": await asyncio.to_thread(
+                    post, named, ping, Host=f"mcp.example.com:{named.split(':')[2][:-4]}",
+                    **{"mcp-method": "tools/list"}),
                 "own host": await asyncio.to_thread(post, url, ping, **{"mcp-method": "tools/list"}),
                 "foreign host": await asyncio.to_thread(
                     post, url, ping, Host=f"evil.example.com:{port}", **{"mcp-method": "tools/list"}),
@@ -732,6 +745,7 @@ def test_foreign_host_and_origin_are_refused():
 
     answers = asyncio.run(story())
     assert answers["own host"][0] == 200 and answers["own origin"][0] == 200
+    assert answers["a name it was given"][0] == 200
     assert answers["foreign host"][0] == 421
     assert answers["foreign origin"][0] == 403
 
@@ -774,6 +788,21 @@ def test_approve_asks_a_client_on_the_older_handshake_too():
     assert plain == "migrate: approved by dana"  # asked with ctx.elicit() on the open call
     assert tasked == "deploy: approved by dana"  # asked with an InputRequiredResult
     assert asked == ["Approve 'migrate'?", "Approve 'deploy'?"]
+
+
+@pytest.mark.parametrize("answer", [{"approved": "yes", "approver": "eve"},
+                                    {"approved": True}, {"approver": "eve"}])
+def test_approve_declines_an_answer_that_is_not_a_well_formed_yes(answer):
+    async def handler(message, response_type, params, context):
+        return answer
+
+    async def story():
+        async with demo.serving() as server:
+            async with demo.Client(server, elicitation_handler=handler) as client:
+                task = await demo.call_tool_task(client, "approve", {"action": "drop table"})
+                return (await task).data
+
+    assert asyncio.run(story()) == "drop table: declined"
 
 
 @pytest.mark.parametrize("backend", ["memory", pytest.param("redis", marks=needs_redis)])
