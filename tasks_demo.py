@@ -722,17 +722,20 @@ async def poll(scale: float, on_update: Callable[[dict], None] | None = None) ->
             *(follow(task, t0, on_sample=record(label)) for label, task in tasks.items()))))
     steps_seen = {label: [step_of(s.message) for s in h if step_of(s.message)]
                   for label, h in histories.items()}
-    done_at = {label: h[-1].at for label, h in histories.items()}
+    # When each body ended, by the server's clock: a poll sees it a little later.
+    finished = {label: JOURNAL.time(task.task_id, "done") - t0 for label, task in tasks.items()}
     return Observed(
         ideal=max(work.values()),
         checks={"every task ended completed": all(h[-1].state == "completed"
                                                   for h in histories.values()),
-                "progress was seen, only forwards": all(s and s == sorted(s)
-                                                        for s in steps_seen.values()),
-                "the shortest finished first": done_at["C"] < done_at["B"] < done_at["A"]},
+                "progress was seen on the longest": bool(steps_seen["A"]),
+                "progress only ever moved forwards": all(s == sorted(s)
+                                                         for s in steps_seen.values()),
+                "the shortest finished first": finished["C"] < finished["B"] < finished["A"]},
         facts={"transitions": {k: transitions(h) for k, h in histories.items()},
                "steps_seen": {k: list(dict.fromkeys(v)) for k, v in steps_seen.items()},
-               "done_at_s": done_at})
+               "finished_at_s": finished,
+               "seen_done_at_s": {label: h[-1].at for label, h in histories.items()}})
 
 
 @lesson
