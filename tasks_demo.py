@@ -1907,8 +1907,9 @@ async def tally(backend: str, reports: list[dict], struck: dict, probe_id: str,
         "failed": sum(1 for s, _ in ended.values() if s == "failed"),
         "lost": [t[:8] for t, (s, _) in ended.items() if s != "completed"],
         "unsure_submits": sum(len(r["unsure_submits"]) for r in reports),
+        # A fault's down second plus two of recovery: what met no fault was load.
         "unsure_during": sorted({next((f for f, (_, _, wall) in struck.items()
-                                       if 0 <= at - wall < 5), "no fault")
+                                       if 0 <= at - wall < 3), "no fault")
                                  for r in reports for at in r["unsure_submits"]}),
         "unknown_ran": len(set(runs) - set(ended)),
         "ran_twice_and_why": reruns,
