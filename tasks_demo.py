@@ -484,8 +484,12 @@ class SubmissionLimit(Middleware):
         return await call_next(context)
 
 
+CONCURRENCY = 10  # bodies one process runs at once, unless told otherwise
+
+
 def tasks_server(*, backend: str = "memory://", queue: str | None = None,
-                 concurrency: int = 10, middleware: tuple = (), auth: Any = None) -> FastMCP:
+                 concurrency: int = CONCURRENCY, middleware: tuple = (),
+                 auth: Any = None) -> FastMCP:
     """The tools above on a server of their own, with its own tasks settings.
 
     `backend` is where tasks live; two servers on one backend and `queue`
@@ -1244,16 +1248,15 @@ async def serve(port: int, host: str, backend: str, worker: bool,
     shared = backend.startswith("redis")
     if shared:
         await require_redis(backend)
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1" if host in ("0.0.0.0", "::") else host, port)) == 0:
-            raise DemoError(f"port {port} is in use: choose another --port")
+    if listening(port, "127.0.0.1" if host in ("0.0.0.0", "::") else host):
+        raise DemoError(f"port {port} is in use: choose another --port")
     if not is_loopback(host) and not tokens:
         print(f"warning: serving on {host} without --token: anyone who can reach this "
               "address can run tools and, with a task id, read and cancel its task",
               file=sys.stderr, flush=True)
     auth = StaticTokenVerifier({t: {"client_id": n} for t, n in tokens.items()}) if tokens else None
     server = tasks_server(backend=backend, queue="tasks-demo", auth=auth,
-                          concurrency=10 if worker else 0)
+                          concurrency=CONCURRENCY if worker else 0)
     # In memory the tasks die with the process: nothing to drain, so leave.
     async with on_http(server, port, host, drain=shared, names=names) as url:
         print(f"serving {url} pid={os.getpid()} backend={backend} "
@@ -1671,9 +1674,9 @@ async def start_balancer(urls: list[str]) -> tuple[Child, str]:
     return balancer, f"http://127.0.0.1:{port}/mcp"
 
 
-def listening(port: int) -> bool:
+def listening(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
+        return probe.connect_ex((host, port)) == 0
 
 
 @story
@@ -2082,7 +2085,6 @@ async def bench(quick: bool, distributed: bool) -> dict:
 
 # The same, past one process: Redis, HTTP, separate workers (bench --distributed).
 
-CONCURRENCY = 10  # each worker's, as tasks_server() sets it
 
 
 def cpu_seconds(pid: int) -> float:
