@@ -612,14 +612,11 @@ def test_bad_distributed_arguments_exit_2(args, says, capsys):
 
 # -- served to any client, safely ---------------------------------------------
 
-MODERN = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-          "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
-          "io.modelcontextprotocol/clientCapabilities": {
-              "extensions": {"io.modelcontextprotocol/tasks": {}}}}
+MODERN = demo.MODERN_META  # the _meta a 2026-07-28 client sends, with the tasks extension
 
 
 def post(url: str, body: bytes, **headers: str) -> tuple[int, dict | str]:
-    """One raw POST, as any client sends it: (HTTP status, the JSON answer or the text)."""
+    """One raw POST with any body and headers (demo.rpc sends only well-formed ones)."""
     import urllib.error
     import urllib.request
 
@@ -638,10 +635,8 @@ def post(url: str, body: bytes, **headers: str) -> tuple[int, dict | str]:
 
 
 def rpc(url: str, method: str, params: dict, name: str | None = None) -> tuple[int, dict]:
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
-                       "params": {**params, "_meta": MODERN}}).encode()
-    headers = {"mcp-method": method, **({"mcp-name": name} if name else {})}
-    return post(url, body, **headers)
+    status, _, answer = demo.rpc(url, method, params, name, timeout=30)
+    return status, answer
 
 
 def said(answer: dict | str) -> str:
