@@ -12,7 +12,8 @@
 #     "uvicorn",
 # ]
 # [tool.uv]
-# exclude-newer = "2026-11-24T00:00:00Z"  # the same date as pyproject.toml: same versions
+# exclude-newer = "2026-12-03T00:00:00Z"  # what a copy of this file alone resolves;
+#                                          # tasks_demo.py.lock, beside it, pins each version
 # compile-bytecode = true  # imports take half as long where Python may not cache them
 # ///
 """MCP background tasks, taught by running them.

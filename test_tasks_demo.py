@@ -358,17 +358,70 @@ def uv(*args: str) -> str:
     return result.stdout
 
 
-def test_the_script_and_the_tests_resolve_the_same_versions():
-    # `uv run tasks_demo.py` reads the script's own header; `uv run pytest`
-    # reads uv.lock. A learner must run what is tested.
-    def pins(exported: str) -> set[str]:
-        return {line.split()[0].lower().replace("_", "-") for line in exported.splitlines()
-                if re.match(r"^[A-Za-z0-9_.-]+==", line)}
+def locked(path: Path, roots: list[dict]) -> dict[tuple[str, str], dict]:
+    """Every package a lock file pins that `roots` need, by (name, version)."""
+    import tomllib
 
-    script_env = pins(uv("export", "--script", "tasks_demo.py", "--no-hashes"))
-    tested_env = pins(uv("export", "--frozen", "--no-dev", "--no-hashes"))
-    assert script_env == tested_env
-    assert "fastmcp-tasks==4.1.4" in script_env
+    packages = tomllib.loads(path.read_text())["package"]
+    found, todo = {}, list(roots)
+    while todo:
+        edge = todo.pop()
+        for package in packages:
+            if package["name"] != edge["name"] or edge.get("version", package["version"]) \
+                    != package["version"] or (package["name"], package["version"]) in found:
+                continue
+            found[package["name"], package["version"]] = package
+            todo += package.get("dependencies", [])
+            for extra in edge.get("extra", []) + edge.get("extras", []):
+                todo += package.get("optional-dependencies", {}).get(extra, [])
+    return found
+
+
+def script_pins() -> dict[tuple[str, str], dict]:
+    import tomllib
+
+    script_lock = HERE / "tasks_demo.py.lock"
+    return locked(script_lock, tomllib.loads(script_lock.read_text())["manifest"]["requirements"])
+
+
+def test_the_script_lock_pins_exactly_what_uv_lock_pins():
+    # `uv run tasks_demo.py` installs from tasks_demo.py.lock; `uv run pytest`
+    # from uv.lock. Read from the files alone: the registry has no say.
+    import tomllib
+
+    script = script_pins()
+    project = next(p for p in tomllib.loads((HERE / "uv.lock").read_text())["package"]
+                   if p["name"] == "tasks-demo")
+    tested = locked(HERE / "uv.lock", project["dependencies"])
+    assert set(script) == set(tested), set(script) ^ set(tested)
+    for pin, package in script.items():  # the same files, to the hash
+        assert package == tested[pin], pin
+    assert ("fastmcp-tasks", "4.1.4") in script and ("pydocket", "0.27.2") in script
+
+
+def test_both_locks_are_current_for_what_the_files_declare():
+    # Offline: only what the files say is compared, never the registry. A
+    # dependency added to the header or pyproject.toml without relocking fails here.
+    uv("lock", "--check", "--offline")
+    uv("lock", "--script", "tasks_demo.py", "--check", "--offline")
+
+
+def test_the_script_runs_on_the_distributions_the_tests_run_on():
+    # What is installed, not what is planned: the script's own environment
+    # (built from its lock, as `uv run tasks_demo.py` does) against this one.
+    uv("sync", "--script", "tasks_demo.py", "--locked", "--quiet")
+    python = uv("python", "find", "--script", "tasks_demo.py").strip()
+    listing = ("import importlib.metadata as m; print('\\n'.join(sorted("
+               "f\"{d.metadata['Name'].lower().replace('_', '-')}=={d.version}\" "
+               "for d in m.distributions())))")
+    theirs = set(subprocess.run([python, "-c", listing], capture_output=True, text=True,
+                                check=True).stdout.split())
+    ours = set(subprocess.run([sys.executable, "-c", listing], capture_output=True,
+                              text=True, check=True).stdout.split())
+    dev_only = {f"{name}=={version}" for (name, version) in
+                set(locked(HERE / "uv.lock", [{"name": "pytest"}]))
+                - set(script_pins())}
+    assert theirs == ours - dev_only, theirs ^ (ours - dev_only)
 
 
 def test_the_file_imports_only_what_it_declares():
