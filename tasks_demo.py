@@ -2,6 +2,7 @@
 # requires-python = ">=3.10"
 # dependencies = [  # what this file imports
 #     "fastmcp[tasks]>=4.1.4,<5",
+#     "h11",  # uvicorn's HTTP/1.1 parser: `serve` bounds slow clients with it
 #     "mcp",
 #     "mcp-types",
 #     "pydantic",
@@ -47,10 +48,12 @@ client recipes and the lessons; below MACHINERY, the rest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -61,13 +64,16 @@ from docket.dependencies import current_execution
 from fastmcp import Context, FastMCP
 from fastmcp.dependencies import CurrentContext
 from fastmcp.exceptions import ToolError
-from fastmcp.utilities.tasks import TaskConfig
+from fastmcp.server.middleware import Middleware
+from fastmcp.utilities.tasks import TASKS_EXTENSION_ID, TaskConfig
 from fastmcp_tasks import TasksExtension
 from fastmcp_tasks.context import get_task_context
 from mcp.shared.exceptions import MCPError
-from mcp_types import ElicitRequest, ElicitRequestFormParams, InputRequiredResult
+from mcp_types import (INTERNAL_ERROR, INVALID_PARAMS, ElicitRequest, ElicitRequestFormParams,
+                       InputRequiredResult)
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis.exceptions import OutOfMemoryError, RedisError
 
 # Sent with every task as `pollIntervalMs`. At the library's 5 s a 3 s task is
 # seen done at ~5 s; at 20 ms (the client's floor), ~20 ms late, for 50 tasks/get
@@ -144,20 +150,43 @@ def task_body(tool: Callable) -> Callable:
         # (which ctx.report_progress writes), reached without a `ctx` argument.
         run = current_execution.get()
         key = run.docket.key(f"committed:{task.task_id}")
-        async with run.docket.redis() as redis:
-            if (standing := await redis.get(key)) is not None:  # a run finished it
-                return json.loads(standing)
-        await run.progress.set_message(f"running in process {os.getpid()}")
-        result = await within_limit(tool(*args, **kwargs))
+        if (first := await stored(run, lambda redis: redis.get(key))) is not None:
+            return json.loads(first)  # a run finished it already
+        with contextlib.suppress(RedisError):  # best-effort, as in `report`
+            await run.progress.set_message(f"running in process {os.getpid()}")
+        try:
+            result = await within_limit(tool(*args, **kwargs))
+        except Exception:  # nor may a late run's error replace a result
+            if (first := await stored(run, lambda redis: redis.get(key))) is not None:
+                return json.loads(first)
+            raise
         if isinstance(result, InputRequiredResult):
             return result  # a question, not an end: nothing to commit yet
-        keep = int(2 * run.docket.execution_ttl.total_seconds())  # as long as the task's keys
-        async with run.docket.redis() as redis:
-            return json.loads(await redis.eval(
-                COMMIT, 2, key, run.docket.key("outbox"), json.dumps(result),
-                str(keep), f"{task.task_id} completed by process {os.getpid()}"))
+        keep = str(int(2 * run.docket.execution_ttl.total_seconds()))  # as the task's keys
+        return json.loads(await stored(run, lambda redis: redis.eval(
+            COMMIT, 2, key, run.docket.key("outbox"), json.dumps(result), keep,
+            f"{task.task_id} completed by process {os.getpid()}")))
 
     return body
+
+
+async def stored(run: Any, command: Callable) -> Any:
+    """A command to Docket's store, retried for ~6 s: a Redis restart takes about one."""
+    for pause in (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, None):
+        try:
+            async with run.docket.redis() as redis:
+                return await command(redis)
+        except RedisError:
+            if pause is None:
+                raise
+            await asyncio.sleep(pause)
+
+
+async def report(ctx: Context, progress: float, total: float | None, message: str) -> None:
+    """Progress, best-effort: a status message lost while the store blinks (a Redis
+    restart) is no reason to fail the work, nor to stop it."""
+    with contextlib.suppress(RedisError):
+        await ctx.report_progress(progress, total, message)
 
 
 async def within_limit(work: Any) -> Any:
@@ -186,8 +215,8 @@ async def work(
         if step == steps or time.monotonic() - reported >= 0.05:
             reported = time.monotonic()
             # tasks/get carries a status message, not numbers: say it in words.
-            await ctx.report_progress(step, steps, f"{label}: step {step}/{steps} "
-                                                   f"({100 * step // steps}%)")
+            await report(ctx, step, steps, f"{label}: step {step}/{steps} "
+                                           f"({100 * step // steps}%)")
     # `pid`: which process did the work; with workers, not the one that accepted it.
     return {"label": label, "seconds": seconds, "steps": steps, "pid": os.getpid()}
 
@@ -267,8 +296,8 @@ async def run_tests(
     for i in range(1, tests + 1):
         await asyncio.sleep(seconds / tests)
         failed += [f"test_{i}"] if i % 7 == 0 else []
-        await ctx.report_progress(i, tests, f"{i}/{tests} run, {i - len(failed)} passed, "
-                                            f"failed: {', '.join(failed) or 'none'}")
+        await report(ctx, i, tests, f"{i}/{tests} run, {i - len(failed)} passed, "
+                                    f"failed: {', '.join(failed) or 'none'}")
     return {"suite": suite, "passed": tests - len(failed), "failed": failed}
 
 
@@ -301,15 +330,49 @@ async def deep_research(
     ctx: Context = CurrentContext(),
 ) -> dict:
     """Plan, search `sources` in parallel, analyse: one task, `seconds` long."""
-    await ctx.report_progress(0, 3, f"planning {sources} searches")
+    await report(ctx, 0, 3, f"planning {sources} searches")
     await asyncio.sleep(seconds / 4)
-    await ctx.report_progress(1, 3, f"searching {sources} sources in parallel")
+    await report(ctx, 1, 3, f"searching {sources} sources in parallel")
     found = await asyncio.gather(*(asyncio.sleep(seconds / 2, f"{topic}: finding {i + 1}")
                                    for i in range(sources)))  # a search, mocked
-    await ctx.report_progress(2, 3, "analysing findings")
+    await report(ctx, 2, 3, "analysing findings")
     await asyncio.sleep(seconds / 4)
     return {"topic": topic, "sources": len(found), "findings": found,
             "summary": f"{len(found)} findings on {topic}, all consistent"}
+
+
+# A request that only reads or writes the task store (tasks/*, and a tools/call
+# from a client that asked for tasks) gets its answer within STORE_DEADLINE; a
+# store that is down, frozen or full is named in one line, not "Internal error".
+STORE_DEADLINE = 10.0  # seconds
+
+
+class TaskRequests(Middleware):
+    async def on_request(self, context: Any, call_next: Callable) -> Any:
+        params = context.message if isinstance(context.message, dict) else {}
+        task_id = params.get("taskId")
+        if task_id is not None and not re.fullmatch(r"[\w-]{1,100}", str(task_id), re.ASCII):
+            # Not an id this server would issue: no store lookup, the usual answer.
+            shown = str(task_id)[:50].encode("ascii", "backslashreplace").decode()
+            raise MCPError(code=INVALID_PARAMS, message=f"Task {shown} not found")
+        ctx = context.fastmcp_context
+        bounded = context.method.startswith("tasks/") or ctx is not None and (
+            ctx.client_extension_settings(TASKS_EXTENSION_ID) is not None)
+        try:
+            if not bounded:
+                return await call_next(context)
+            return await asyncio.wait_for(call_next(context), STORE_DEADLINE)
+        except asyncio.TimeoutError:
+            raise MCPError(code=INTERNAL_ERROR, message="task store unavailable: no answer "
+                           f"within {STORE_DEADLINE:.0f} s (is Redis frozen?)") from None
+        except RedisError as error:
+            why = ("full (maxmemory), refusing writes" if isinstance(error, OutOfMemoryError)
+                   else f"{type(error).__name__}: {error}")
+            raise MCPError(code=INTERNAL_ERROR,
+                           message=f"task store unavailable: Redis {why}") from None
+
+
+mcp.add_middleware(TaskRequests())
 
 
 # Served over HTTP, a body is read whole before it is parsed, and refused over
@@ -326,15 +389,18 @@ class BodyLimit:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        body, more, start = b"", True, time.monotonic()
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        body, more, start = b"", int(declared) <= MAX_BODY, time.monotonic()
         while more and len(body) <= MAX_BODY:
             left = BODY_TIMEOUT - (time.monotonic() - start)
             try:
                 message = await asyncio.wait_for(receive(), max(left, 0))
             except asyncio.TimeoutError:
                 return await refuse(send, 408, f"the body took over {BODY_TIMEOUT:.0f} s")
+            if message["type"] == "http.disconnect":
+                return  # the client left mid-body: nobody to answer
             body, more = body + message.get("body", b""), message.get("more_body", False)
-        if len(body) > MAX_BODY:
+        if len(body) > MAX_BODY or int(declared) > MAX_BODY:
             return await refuse(send, 413, f"the body is over {MAX_BODY} bytes")
         unread = [{"type": "http.request", "body": body, "more_body": False}]
 
@@ -352,8 +418,7 @@ async def refuse(send: Callable, status: int, why: str) -> None:
 
 # END OF SERVER --------- copy everything above into your own file and it runs
 
-import re  # noqa: E402  (the lessons' own imports: the server above needs none of these)
-import secrets  # noqa: E402
+import secrets  # noqa: E402  (the lessons' own imports: the server above needs none of these)
 from collections import OrderedDict, deque  # noqa: E402
 from collections.abc import AsyncIterator, Awaitable  # noqa: E402
 from contextlib import asynccontextmanager  # noqa: E402
@@ -361,7 +426,6 @@ from dataclasses import dataclass, field  # noqa: E402
 
 from fastmcp import Client  # noqa: E402
 from fastmcp.server.dependencies import get_access_token  # noqa: E402
-from fastmcp.server.middleware import Middleware  # noqa: E402
 from fastmcp.server.middleware.rate_limiting import RateLimitError, TokenBucketRateLimiter  # noqa: E402,E501
 from fastmcp.tools.function_tool import FunctionTool  # noqa: E402
 from fastmcp_tasks import ToolTask, call_tool_task  # noqa: E402
@@ -445,7 +509,7 @@ async def tasks_server(*, backend: str = "memory://", queue: str | None = None,
                        auth: Any = None) -> FastMCP:
     """The tools of `mcp`, journaled, on a server with its own queue (servers on one
     backend and queue share their tasks) running `concurrency` bodies at once."""
-    server = GuardedFastMCP("tasks-demo", auth=auth, middleware=list(middleware))
+    server = GuardedFastMCP("tasks-demo", auth=auth, middleware=[TaskRequests(), *middleware])
     server.add_extension(TasksExtension(
         url=backend, name=queue or f"lesson-{secrets.token_hex(4)}",
         concurrency=concurrency, redelivery_timeout=REDELIVERY_TIMEOUT,
@@ -997,6 +1061,7 @@ import urllib.error  # noqa: E402
 import urllib.request  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import h11  # noqa: E402
 import uvicorn  # noqa: E402
 from fastmcp.server.auth.providers.jwt import StaticTokenVerifier  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -1062,6 +1127,61 @@ class HttpServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+HEADER_TIMEOUT = 10.0  # seconds a client has to send a request's headers, once it starts
+MAX_CONNECTIONS = 1000  # open at once, idle ones included
+
+
+def guarded_h11(seconds: float) -> type:
+    """uvicorn's HTTP/1.1 protocol, with a deadline for a request's headers.
+
+    uvicorn arms its one timer (keep-alive) only after a response, and any byte
+    cancels it: a connection that sends nothing, or a byte a second, stays open
+    for ever. This one closes it `seconds` after it opened (or after the first
+    byte of a later request on it): 408 if it sent part of a request.
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadline(H11Protocol):
+        timer: asyncio.TimerHandle | None = None
+        started = False
+
+        def arm(self) -> None:
+            self.disarm()
+            self.started, self.timer = False, self.loop.call_later(seconds, self.too_slow)
+
+        def disarm(self) -> None:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self.arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.disarm()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self.timer is None and self.conn.their_state is h11.IDLE:
+                self.arm()  # a later request on a kept-alive connection
+            self.started = self.started or bool(data)
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:  # its headers are all in
+                self.disarm()
+
+        def too_slow(self) -> None:
+            self.timer = None
+            if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+                return
+            if self.started:
+                self.transport.write(b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\n"
+                                     b"content-length: 0\r\n\r\n")
+            self.transport.close()
+
+    return HeaderDeadline
+
+
 @asynccontextmanager
 async def on_http(server: FastMCP, port: int | None = None, host: str = "127.0.0.1",
                   drain: bool = False, names: tuple = ()) -> AsyncIterator[str]:
@@ -1076,8 +1196,12 @@ async def on_http(server: FastMCP, port: int | None = None, host: str = "127.0.0
     port = port or free_port()
     extra = [*names, *([] if is_loopback(host) else [host])]
     app = server.http_app(host_origin_protection=True, allowed_hosts=extra or None)
+    # Idle and slow clients are bounded: headers within HEADER_TIMEOUT, the body
+    # within BODY_TIMEOUT (BodyLimit), 5 s idle between requests, and past
+    # MAX_CONNECTIONS open at once, new requests get 503 until some close.
     web = HttpServer(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                    timeout_graceful_shutdown=2))
+                                    timeout_graceful_shutdown=2, http=guarded_h11(HEADER_TIMEOUT),
+                                    timeout_keep_alive=5, limit_concurrency=MAX_CONNECTIONS))
     web.drain = drain
     running = asyncio.create_task(web.serve())
     while not web.started:
@@ -1122,12 +1246,19 @@ def http_status(url: str, token: str | None) -> int:
 
 
 @asynccontextmanager
-async def remote(url: str, token: str | None) -> AsyncIterator[Client]:
-    """A client of a server in another process, whose failures read as one line."""
+async def remote(url: str, token: str | None, timeout: float = 30) -> AsyncIterator[Client]:
+    """A client of a server in another process, whose failures read as one line.
+
+    No request waits longer than `timeout` for its answer. (An answer that is
+    late becomes an event stream with a ping every 15 s, which keeps any read
+    timeout from firing: this deadline is on the answer itself.)
+    """
     try:
-        async with Client(url, auth=token) as client:
+        async with Client(url, auth=token, timeout=timeout) as client:
             yield client
     except MCPError as error:
+        if error.error.code == REQUEST_TIMEOUT:
+            raise DemoError(f"{url} did not answer within {timeout:.0f} s") from None
         if "not found" in str(error):
             raise DemoError(f"{error}: the id is unknown, expired (results are kept "
                             "15 minutes) or another tenant's; check it and --token") from None
@@ -1220,13 +1351,29 @@ async def worker(backend: str, journal: bool) -> None:
     print("drained", flush=True)
 
 
+REQUEST_DEADLINE = 30.0  # seconds a `task` command waits for any one answer
+
+
+async def deadline(command: Callable[[argparse.Namespace], Awaitable[str]],
+                   args: argparse.Namespace) -> str:
+    """Every `task` command ends by a deadline; one that follows a task, as long
+    as a task may run. (And no single request waits over REQUEST_DEADLINE.)"""
+    following = args.action in ("watch", "result", "load") or getattr(args, "wait", False)
+    args.timeout = args.timeout or (TIME_LIMIT.total_seconds() + 60 if following else 30)
+    try:
+        return await asyncio.wait_for(command(args), args.timeout)
+    except (asyncio.TimeoutError, TimeoutError):
+        raise DemoError(f"{args.action}: no answer within {args.timeout:.0f} s "
+                        "(--timeout)") from None
+
+
 async def task_command(args: argparse.Namespace) -> str:
     """`task submit|status|watch|result|cancel`: what to print last."""
     if getattr(args, "task_id", None) == "-":
         args.task_id = (await asyncio.to_thread(sys.stdin.readline)).strip()
     if args.action == "load":
         return json.dumps(await load(args.url, args.count, args.seconds, args.over, args.poll))
-    async with remote(args.url, args.token) as client:
+    async with remote(args.url, args.token, min(args.timeout, REQUEST_DEADLINE)) as client:
         if args.action == "submit":
             job = {"label": args.label, "seconds": args.seconds, "steps": args.steps}
             task = await call_tool_task(client, "work", job)
@@ -1249,14 +1396,15 @@ async def task_command(args: argparse.Namespace) -> str:
                     seen.append((sample.state, sample.message))
                     print(f"{sample.at:6.2f} s  {sample.state:16}  {sample.message or ''}",
                           flush=True)
-            states = " → ".join(transitions(await follow(task, now(), on_sample=show_change)))
+            states = " → ".join(transitions(await follow(task, now(), on_sample=show_change,
+                                                          timeout=args.timeout)))
             if args.action == "watch":
                 return states
-        final = await task.wait(timeout=24 * 3600)
+        final = await wait(task, timeout=args.timeout)
         if final.status != "completed":
             why = final.status_message or (final.error or {}).get("message")
-            raise DemoError(f"task {task.task_id} ended {final.status}"
-                            + (f": {why}" if why else ""))
+            raise DemoError(f"task {task.task_id} ended {final.status}: "
+                            f"{why or 'the server gave no reason'}")
         return json.dumps(final.result.get("structuredContent") or final.result["content"])
 
 
@@ -1592,7 +1740,14 @@ def rpc(url: str, method: str, params: dict, name: str | None = None,
 HAPROXY = """
 defaults
     mode http
+    maxconn 10000
     timeout connect 1s
+    # A client must send its whole request (headers and body) in 10 s, may sit
+    # idle 5 s between requests, 60 s in one; an answer may pause 60 s (a late
+    # answer is an event stream pinged every 15 s). Without these, a client that
+    # sends a byte a second holds a connection for ever.
+    timeout http-request 10s
+    timeout http-keep-alive 5s
     timeout client 60s
     timeout server 60s
     # A connection refused never reached a replica: safe to send to another.
@@ -1727,9 +1882,11 @@ async def load(url: str, count: int, seconds: float, over: float, poll: float) -
         while not submitting.done() or len(ended) < len(submitted_at):
             for task_id in set(submitted_at) - set(ended):
                 answer = await ask("tasks/get", {"taskId": task_id})
-                state = (answer or {}).get("result", {}).get("status", "lost")  # not found
-                if state in TERMINAL or state == "lost":
-                    ended[task_id] = [state, round(now() - submitted_at[task_id], 3)]
+                record = (answer or {}).get("result", {})
+                state = record.get("status", "lost")  # not found
+                if state in TERMINAL or state == "lost":  # and the result, as first seen
+                    ended[task_id] = [state, round(now() - submitted_at[task_id], 3),
+                                      record.get("result", {}).get("structuredContent")]
             await asyncio.sleep(poll)
 
     print("submitting", flush=True)
@@ -1738,7 +1895,11 @@ async def load(url: str, count: int, seconds: float, over: float, poll: float) -
     return {"unsure_submits": unsure, "retried": retried, "ended": ended}
 
 
-FAULTS = ("worker", "replica", "redis")
+FAULTS = ("worker", "replica", "redis", "paused")
+# SIGSTOP a worker past the redelivery timeout (a GC pause, a VM stall, a
+# laptop lid), then SIGCONT: its tasks run again elsewhere meanwhile, and its
+# own runs finish late, after the first results were seen.
+PAUSE = REDELIVERY_TIMEOUT * 1.6
 
 
 @story
@@ -1779,21 +1940,29 @@ async def soak(scale: float, tasks: int = 120, clients: int = 2, faults: tuple =
 
         async def strike(fault: str, at: float) -> None:
             await asyncio.sleep(max(0.0, t0 + at - now()))
+            while fault == "paused" and not await running(workers[1]) and now() < t0 + at + 10:
+                await asyncio.sleep(0.05)  # a pause that catches no task shows nothing
             struck[fault] = (now() - t0, strike_at(fault), time.time())
-            await asyncio.sleep(1)  # down for a second, then back
+            # Down for a second, then back; a paused worker, past its claim.
+            await asyncio.sleep(PAUSE.total_seconds() if fault == "paused" else 1)
             restart(fault)
 
         def strike_at(fault: str) -> int:
-            victim = {"worker": workers[0], "replica": servers[0][0], "redis": redis}[fault]
+            victim = {"worker": workers[0], "replica": servers[0][0], "redis": redis,
+                      "paused": workers[1]}[fault]
             if fault == "redis":
                 victim.process.terminate()  # a clean restart: Redis writes its file first
                 victim.process.wait()
+            elif fault == "paused":
+                victim.process.send_signal(signal.SIGSTOP)
             else:
                 victim.kill()  # SIGKILL: no goodbye
             return victim.process.pid
 
         def restart(fault: str) -> None:
-            if fault == "worker":
+            if fault == "paused":
+                workers[1].process.send_signal(signal.SIGCONT)
+            elif fault == "worker":
                 workers[0] = Child.demo("worker 1 again", "worker", "--backend", backend,
                                         "--journal")
             elif fault == "replica":
@@ -1804,33 +1973,62 @@ async def soak(scale: float, tasks: int = 120, clients: int = 2, faults: tuple =
                 nonlocal redis
                 redis = redis_process(port, persistent, folder)
 
+        async def running(worker: Child) -> bool:  # a body of its has started, not ended
+            for key in [k async for k in journal.scan_iter("journal:*")]:
+                events = [e.split()[:2] for e in await journal.lrange(key, 0, -1)]
+                mine = [e for e, pid in events if pid == str(worker.process.pid)]
+                if mine.count("start") * 2 > len(mine):
+                    return True
+            return False
+
+        from redis.asyncio import Redis
+
+        journal = Redis.from_url(backend, decode_responses=True)
         watching = asyncio.create_task(probe())
-        await asyncio.gather(*(strike(f, over * (0.2 + 0.25 * i)) for i, f in enumerate(faults)))
+        await asyncio.gather(*(strike(f, over * (0.15 + 0.2 * i)) for i, f in enumerate(faults)))
         reports = [json.loads((await c.finish(timeout=over + 120)).strip()) for c in loads]
         watching.cancel()
-        account = await tally(backend, reports, struck, probe_id, probes)
+        deadline = now() + 60  # the paused worker's own runs end late: let them
+        while "paused" in faults and await running(workers[1]) and now() < deadline:
+            await asyncio.sleep(0.2)
+        await journal.aclose()
+        account = await tally(backend, url, reports, struck, probe_id, probes)
     return Observed(
         ideal=over + seconds,
         checks={"no task lost": not account["lost"],
                 "every task the server ran, a client knew (or was unsure of)":
                 account["unknown_ran"] <= account["unsure_submits"],
                 "every second run is explained by a fault": not account["unexplained_reruns"],
+                "no result changed once seen, late runs included":
+                not account["results_changed"],
+                "one effect per completed task, however many runs":
+                account["effects_per_task"] == {1: account["completed"]},
                 "a request failed only when a fault struck":
                 "no fault" not in account["unsure_during"]},
         facts=account)
 
 
-async def tally(backend: str, reports: list[dict], struck: dict, probe_id: str,
+async def tally(backend: str, url: str, reports: list[dict], struck: dict, probe_id: str,
                 probes: list[tuple[float, float, bool]]) -> dict:
     """The soak's account, from the server side: every body's runs, as Redis recorded them."""
+    from collections import Counter
+
     from redis.asyncio import Redis
 
     redis = Redis.from_url(backend, decode_responses=True)
     runs = {key.split(":")[-1]: [line.split() for line in await redis.lrange(key, 0, -1)]
             async for key in redis.scan_iter("journal:*")}
+    # The effect `task_body` posts once per task: a list, so a second post would show.
+    effects = Counter(line.split()[0] for line in await redis.lrange("tasks-demo:outbox", 0, -1))
     await redis.aclose()
     runs.pop(probe_id, None)
     ended = {task_id: end for r in reports for task_id, end in r["ended"].items()}
+    changed = []  # each result again, now that every run has ended, against the first seen
+    for task_id, (state, _, first) in ended.items():
+        if state == "completed":
+            answer = (await asyncio.to_thread(rpc, url, "tasks/get", {"taskId": task_id}))[2]
+            if answer["result"]["result"].get("structuredContent") != first:
+                changed.append(task_id[:8])
     reruns, unexplained = {}, []
     for task_id, events in runs.items():
         starts = [i for i, e in enumerate(events) if e[0] == "start"]
@@ -1846,13 +2044,15 @@ async def tally(backend: str, reports: list[dict], struck: dict, probe_id: str,
             during = {f for f, (_, _, wall) in struck.items() if started <= wall <= rerun}
             if unfinished and "worker" in during and pid == struck["worker"][1]:
                 why = f"worker killed; run again {rerun - struck['worker'][2]:.1f} s later"
+            elif unfinished and "paused" in during and pid == struck["paused"][1]:
+                why = f"worker paused; run again {rerun - struck['paused'][2]:.1f} s later"
             elif unfinished and "redis" in during:
                 why = "Redis restarted under it"
             else:
                 why = "?"
                 unexplained.append(task_id)
             reruns[task_id[:8]] = why
-    latencies = sorted(t for state, t in ended.values() if state == "completed")
+    latencies = sorted(t for state, t, _ in ended.values() if state == "completed")
     seen, times = {}, sorted(at for at, _, _ in struck.values()) + [math.inf]
     for fault, (at, _, _) in struck.items():  # what the probe saw, until the next fault
         until = min(at + 10, next(t for t in times if t > at))
@@ -1863,9 +2063,9 @@ async def tally(backend: str, reports: list[dict], struck: dict, probe_id: str,
                        f"no request failed (slowest {max(t for _, t, _ in window):.2f} s)")
     return {
         "submitted": len(ended),
-        "completed": sum(1 for s, _ in ended.values() if s == "completed"),
-        "failed": sum(1 for s, _ in ended.values() if s == "failed"),
-        "lost": [t[:8] for t, (s, _) in ended.items() if s != "completed"],
+        "completed": sum(1 for s, _, _ in ended.values() if s == "completed"),
+        "failed": sum(1 for s, _, _ in ended.values() if s == "failed"),
+        "lost": [t[:8] for t, (s, _, _) in ended.items() if s != "completed"],
         "unsure_submits": sum(len(r["unsure_submits"]) for r in reports),
         # A fault's down second plus two of recovery: what met no fault was load.
         "unsure_during": sorted({next((f for f, (_, _, wall) in struck.items()
@@ -1874,6 +2074,9 @@ async def tally(backend: str, reports: list[dict], struck: dict, probe_id: str,
         "unknown_ran": len(set(runs) - set(ended)),
         "ran_twice_and_why": reruns,
         "unexplained_reruns": unexplained,
+        "results_changed": changed,
+        "effects_per_task": dict(Counter(effects[t] for t, (s, _, _) in ended.items()
+                                         if s == "completed")),
         "retried_requests": sum(r["retried"] for r in reports),
         "faults_at_s": {f: round(at, 1) for f, (at, _, _) in struck.items()},
         "what_a_client_saw": seen,
@@ -2467,7 +2670,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                               help="client processes, sharing the tasks")
     soak_command.add_argument("--faults", default=",".join(FAULTS),
                               type=lambda text: tuple(text.split(",")),
-                              help="which to kill and restart, in order: worker,replica,redis")
+                              help="which to strike, in order: worker (SIGKILL), replica (SIGKILL), "
+                                   "redis (restart), paused (a worker SIGSTOPped past its claim)")
     soak_command.add_argument("--no-persistence", dest="persistent", action="store_false",
                               help="Redis without its append-only file: see what a restart loses")
     bench_help = "measure: compare, result lag, task overhead, throughput, cold start"
@@ -2515,6 +2719,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         command.add_argument("--url", default=DEFAULT_URL)
         command.add_argument("--token", default=os.environ.get("TASKS_DEMO_TOKEN"),
                              help="bearer token (or TASKS_DEMO_TOKEN)")
+        command.add_argument("--timeout", type=within(float, 0.1, 24 * 3600),
+                             help="give up after this many seconds (default: 30, or as "
+                                  "long as a task may run for watch, result, submit --wait)")
         if name == "load":
             command.add_argument("--count", type=within(int, 1, 100_000), default=50)
             command.add_argument("--seconds", type=within(float, 0, MAX_SECONDS), default=1.0)
@@ -2594,7 +2801,7 @@ def main(argv: list[str]) -> int:
             asyncio.run(worker(args.backend, args.journal))
         elif args.command == "task":
             signal.signal(signal.SIGINT, leave_now)  # a client: nothing to hand over
-            print(asyncio.run(task_command(args)))
+            print(asyncio.run(deadline(task_command, args)))
         elif args.command == "bench":
             signal.signal(signal.SIGINT, leave_now)
             figures = asyncio.run(bench(args.quick, args.distributed))
