@@ -7,7 +7,7 @@
 #     "mcp-types",
 #     "pydantic",
 #     "pydantic-ai-slim",  # imported only with --model: light, and offline-testable
-#     "pydocket",
+#     "pydocket[metrics]",  # with the metrics `worker --metrics-port` serves
 #     "redis",
 #     "rich",
 #     "uvicorn",
@@ -51,6 +51,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import math
 import os
 import re
@@ -73,6 +74,7 @@ from mcp_types import (INTERNAL_ERROR, INVALID_PARAMS, ElicitRequest, ElicitRequ
                        InputRequiredResult)
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, RedisError
 
 # Sent with every task as `pollIntervalMs`. At the library's 5 s a 3 s task is
@@ -365,9 +367,11 @@ class TaskRequests(Middleware):
         except asyncio.TimeoutError:
             raise MCPError(code=INTERNAL_ERROR, message="task store unavailable: no answer "
                            f"within {STORE_DEADLINE:.0f} s (is Redis frozen?)") from None
-        except RedisError as error:
-            why = ("full (maxmemory), refusing writes" if isinstance(error, OutOfMemoryError)
-                   else f"{type(error).__name__}: {error}")
+        except RedisError as error:  # the details (an address, say) stay in the server's log
+            logging.getLogger("tasks_demo").warning("task store: %r", error)
+            why = ("is full (maxmemory)" if isinstance(error, OutOfMemoryError) else
+                   "is unreachable" if isinstance(error, RedisConnectionError) else
+                   f"failed ({type(error).__name__})")
             raise MCPError(code=INTERNAL_ERROR,
                            message=f"task store unavailable: Redis {why}") from None
 
@@ -1051,19 +1055,20 @@ import base64  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import http.client  # noqa: E402
-import logging  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import urllib.error  # noqa: E402
+import urllib.parse  # noqa: E402
 import urllib.request  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import h11  # noqa: E402
 import uvicorn  # noqa: E402
 from fastmcp.server.auth.providers.jwt import StaticTokenVerifier  # noqa: E402
+from rich import box  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.live import Live  # noqa: E402
 from rich.progress_bar import ProgressBar  # noqa: E402
@@ -1286,6 +1291,9 @@ async def require_redis(url: str) -> None:
         await redis.aclose()
 
 
+QUEUE = "tasks-demo"  # the module-level mcp's: every serve and worker process here shares it
+
+
 def pooled(backend: str) -> str:
     """redis-py's pool holds 100 connections and then *fails* a command rather
     than wait: under load, requests would fail (-32603). Room for more."""
@@ -1294,12 +1302,37 @@ def pooled(backend: str) -> str:
     return backend
 
 
+async def same_key_as_the_queue(backend: str) -> None:
+    """Refuse to start with another snapshot key than the queue's other processes.
+
+    Every process on a queue must share the key (or all have none): one that
+    cannot read a task's snapshot fails that task, with a message that names
+    a dependency, not the key. So the first process to start seals a probe
+    with its key; each later one must open it, or say so here in one line.
+    """
+    from fastmcp_tasks.encryption import SnapshotDecryptionError, snapshot_codec
+    from redis.asyncio import Redis
+
+    redis, codec = Redis.from_url(backend), snapshot_codec()
+    try:
+        await redis.set(f"{QUEUE}:key-probe", codec.encode(QUEUE), nx=True)
+        codec.decode(await redis.get(f"{QUEUE}:key-probe"))
+    except SnapshotDecryptionError:
+        mine = "this process has a key" if codec.protected else "this process has no key"
+        raise DemoError(f"{mine}, and the other processes on {QUEUE} do not share it: give "
+                        "every server and worker the same --key-file (to change keys: stop "
+                        f"them all, redis-cli del {QUEUE}:key-probe, start them again)") from None
+    finally:
+        await redis.aclose()
+
+
 async def serve(port: int, host: str, backend: str, worker: bool,
                 tokens: dict[str, str], names: tuple = ()) -> None:
     """Serve the tools over streamable HTTP until stopped."""
     shared = backend.startswith("redis")
     if shared:
         await require_redis(backend)
+        await same_key_as_the_queue(backend)
     if listening(port, "127.0.0.1" if host in ("0.0.0.0", "::") else host):
         raise DemoError(f"port {port} is in use: choose another --port")
     if not is_loopback(host) and not tokens:
@@ -1307,7 +1340,7 @@ async def serve(port: int, host: str, backend: str, worker: bool,
               "address can run tools and, with a task id, read and cancel its task",
               file=sys.stderr, flush=True)
     auth = StaticTokenVerifier({t: {"client_id": n} for t, n in tokens.items()}) if tokens else None
-    server = await tasks_server(backend=pooled(backend), queue="tasks-demo", auth=auth,
+    server = await tasks_server(backend=pooled(backend), queue=QUEUE, auth=auth,
                                 concurrency=CONCURRENCY if worker else 0)
     model_in_place(server)
     # In memory the tasks die with the process: nothing to drain, so leave.
@@ -1318,17 +1351,22 @@ async def serve(port: int, host: str, backend: str, worker: bool,
         await asyncio.Event().wait()
 
 
-async def worker(backend: str, journal: bool) -> None:
+async def worker(backend: str, journal: bool, metrics: tuple[str, int] | None = None,
+                 health: tuple[str, int] | None = None) -> None:
     """Run tasks from a shared Redis, whichever server accepted them.
 
     The same as fastmcp-tasks' own worker on the module-level `mcp`:
     FASTMCP_DOCKET_URL=redis://... python -m fastmcp_tasks.worker_cli worker tasks_demo.py:mcp
+    plus Docket's Prometheus metrics and a health endpoint, when asked for.
     """
+    from docket.instrumentation import healthcheck_server, metrics_server
+
     await require_redis(backend)
+    await same_key_as_the_queue(backend)
     if journal:  # the soak counts every body's runs, across processes, in Redis
         global JOURNAL
         JOURNAL = RedisJournal(backend)
-    server = await tasks_server(backend=pooled(backend), queue="tasks-demo")
+    server = await tasks_server(backend=pooled(backend), queue=QUEUE)
     model_in_place(server)
     stop = asyncio.Event()
 
@@ -1345,10 +1383,52 @@ async def worker(backend: str, journal: bool) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, on_signal)
-    async with server._lifespan_manager():  # the lifespan runs the Docket worker
-        print(f"worker pid={os.getpid()} backend={backend}", flush=True)
-        await stop.wait()
+    with (metrics_server(*metrics) if metrics else contextlib.nullcontext(),
+          healthcheck_server(*health) if health else contextlib.nullcontext()):
+        async with server._lifespan_manager():  # the lifespan runs the Docket worker
+            print(f"worker pid={os.getpid()} backend={backend}", flush=True)
+            await stop.wait()
     print("drained", flush=True)
+
+
+async def queue(backend: str) -> Table:
+    """What waits and what runs on a shared Redis, and where: Docket's own snapshot.
+
+    (Docket's CLI, `docket snapshot`, cannot read these tasks: it knows a task
+    only by a function registered under its name, and fastmcp-tasks registers
+    each tool as `tool:NAME@`. Here they are registered so, as a worker does.)
+    """
+    from docket import Docket
+
+    await require_redis(backend)
+    tools = [t for t in await mcp.list_tools(run_middleware=False) if t.task_config.mode != "forbidden"]
+    async with Docket(name=QUEUE, url=backend) as docket:
+        for tool in tools:
+            docket.register(tool.fn, names=[tool.key])
+        snapshot = await docket.snapshot()
+    table = Table(title=f"{QUEUE} on {backend}, {snapshot.total_tasks} tasks",
+                  title_justify="left", box=box.SIMPLE)
+    for column in ("task", "tool", "state", "worker", "since"):
+        table.add_column(column)
+    taken = snapshot.taken
+    for run in sorted(snapshot.running, key=lambda r: r.started):
+        table.add_row(*task_of(run.key), "running", run.worker,
+                      f"{(taken - run.started).total_seconds():.1f} s")
+    for waiting in snapshot.future:
+        state = "queued" if waiting.when <= taken else "scheduled"
+        table.add_row(*task_of(waiting.key), state, "",
+                      f"{(taken - waiting.when).total_seconds():.1f} s")
+    for seen in sorted(snapshot.workers, key=lambda w: w.name):
+        table.add_row("", "", "worker", seen.name,
+                      f"seen {(taken - seen.last_seen).total_seconds():.1f} s ago")
+    return table
+
+
+def task_of(key: str) -> tuple[str, str]:
+    """Task id and tool in a Docket key: anon:ID:tool:NAME or auth:SCOPE:ID:tool:NAME."""
+    parts = key.split("#")[0].split(":")  # (#leg2 and on: the legs after a question)
+    tool = urllib.parse.unquote(parts[-1]).removeprefix("tool:").split("@")[0]
+    return parts[1] if parts[0] == "anon" else parts[2], tool
 
 
 REQUEST_DEADLINE = 30.0  # seconds a `task` command waits for any one answer
@@ -1477,9 +1557,23 @@ class Child:
 
 async def client_process(name: str, *args: str) -> Child:
     """Run one `task ...` command in a process of its own, to its end."""
-    child = Child.demo(name, "task", *args)
+    return await client_process_of(name, "task", *args)
+
+
+async def client_process_of(name: str, *args: str) -> Child:
+    """Run one command of this script in a process of its own, to its end."""
+    child = Child.demo(name, *args)
     await child.finish()
     return child
+
+
+def scrape(metrics_port: int, health_port: int) -> tuple[float, str]:
+    """A worker's Prometheus metrics (tasks it completed) and its health answer."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as page:
+        completed = sum(float(line.split()[-1]) for line in page.read().decode().splitlines()
+                        if line.startswith("docket_tasks_completed_total{"))
+    with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/", timeout=5) as page:
+        return completed, page.read().decode()
 
 
 @asynccontextmanager
@@ -1556,11 +1650,22 @@ async def crash(scale: float) -> Observed:
 
 
 @story
-async def tenants(scale: float) -> Observed:
-    """Bearer tokens: a task is found by its owner from another process, by nobody else."""
+async def tenants(scale: float, worker_key: str | None = None,
+                  encrypted: bool = True) -> Observed:
+    """Bearer tokens on Redis: a task is found by its owner only; no token sits in Redis in clear."""
     alice, bob = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     async with child_processes():
-        server, url = await start_server("--token", f"alice={alice}", "--token", f"bob={bob}")
+        backend, folder = await start_redis(), tempfile.mkdtemp(prefix="tasks-demo-key-")
+        FOLDERS.append(folder)
+        keys = {"server": secrets.token_urlsafe(32), "worker": worker_key}
+        keys["worker"] = keys["worker"] or keys["server"]  # the same key, unless told otherwise
+        for holder, key in keys.items():
+            Path(folder, holder).write_text(key)
+        key_of = {h: ["--key-file", str(Path(folder, h))] if encrypted else [] for h in keys}
+        Child.demo("worker", "worker", "--backend", backend, *key_of["worker"])
+        server, url = await start_server(
+            "--backend", backend, "--no-worker", "--token", f"alice={alice}", "--token",
+            f"bob={bob}", *(key_of["server"] if encrypted else ["--plaintext-snapshots"]))
         submit = await client_process("alice submits", "submit", "--url", url, f"--token={alice}",
                                       "--seconds", str(1 * scale), "--label", "alice-report")
         task_id = submit.lines[-1]
@@ -1577,16 +1682,35 @@ async def tenants(scale: float) -> Observed:
 
         people = {"alice": alice, "bob": bob, "no token": None}
         views = dict(zip(people, await asyncio.gather(*(fetch(*p) for p in people.items()))))
+        in_clear = await keys_holding(backend, alice)
     return Observed(
         ideal=1 * scale,
         checks={"alice, from another process, got her result":
                 views["alice"].startswith("found") and "alice-report" in views["alice"],
                 "bob was told it does not exist": "not found" in views["bob"],
-                "no token, no entry": "refused the token" in views["no token"]},
+                "no token, no entry": "refused the token" in views["no token"],
+                "alice's token is nowhere in Redis in clear": not in_clear},
         facts={"task_id": task_id, **{f"{who}_sees": v for who, v in views.items()},
+               "redis_keys_holding_alices_token": in_clear,
                # Without auth anyone holding the id can read and cancel the
                # task, so it must be unguessable: fastmcp-tasks draws 32 random bytes.
                "id_length_bits": 8 * len(base64.urlsafe_b64decode(task_id + "=="))})
+
+
+async def keys_holding(backend: str, secret: str) -> list[str]:
+    """Every Redis key whose value contains `secret`, whatever the key's type."""
+    from redis.asyncio import Redis
+
+    redis, found = Redis.from_url(backend), []
+    readers = {b"string": lambda k: redis.get(k), b"hash": lambda k: redis.hgetall(k),
+               b"list": lambda k: redis.lrange(k, 0, -1), b"set": lambda k: redis.smembers(k),
+               b"zset": lambda k: redis.zrange(k, 0, -1), b"stream": lambda k: redis.xrange(k)}
+    async for key in redis.scan_iter():
+        value = await readers.get(await redis.type(key), lambda k: asyncio.sleep(0, ""))(key)
+        if secret.encode() in repr(value).encode() or secret in repr(value):
+            found.append(key.decode())
+    await redis.aclose()
+    return sorted(found)
 
 
 @story
@@ -1628,11 +1752,13 @@ async def restart(scale: float) -> Observed:
 
 @story
 async def distributed(scale: float) -> Observed:
-    """Redis, a submit-only server, two workers, and a process per client step."""
-    seconds = 8 * scale
+    """Redis, a submit-only server, two workers, a process per client step; what an operator sees."""
+    seconds, ports = 8 * scale, [(free_port(), free_port()) for _ in (1, 2)]
     async with child_processes():
         backend = await start_redis()
-        workers = [Child.demo(f"worker {i}", "worker", "--backend", backend) for i in (1, 2)]
+        workers = [Child.demo(f"worker {i}", "worker", "--backend", backend, "--metrics-port",
+                              str(metrics), "--health-port", str(health))
+                   for i, (metrics, health) in enumerate(ports, 1)]
         server, url = await start_server("--backend", backend, "--no-worker")
         # The watcher starts now and waits for the id on stdin, like the right
         # side of `task submit | task watch -`: a process takes seconds to
@@ -1647,21 +1773,35 @@ async def distributed(scale: float) -> Observed:
                            "--seconds", str(seconds * 10)))
         task_id, to_cancel = submit.lines[-1], submit_doomed.lines[-1]
         watch.send(task_id)
+        say("the operator's view: what runs where (tasks_demo.py queue)")
+        queued = await client_process_of("queue", "queue", "--backend", backend)
+        running = next((line for line in queued.lines if to_cancel[:20] in line), "")
         cancel = await client_process("cancel", "cancel", "--url", url, "--", to_cancel)
         await watch.finish()
         fetched = await asyncio.gather(*(client_process(f"result {i}", "result", "--url", url,
                                                         "--", task_id) for i in (1, 2)))
+        # Docket's own metrics, from each worker: how many tasks it completed.
+        scraped = await asyncio.gather(*(asyncio.to_thread(scrape, m, h) for m, h in ports))
         views = {c.name: c.lines[:1] if c in (server, *workers) else c.lines
                  for c in (server, *workers, submit, submit_doomed, watch, cancel, *fetched)}
     results = [json.loads(c.lines[-1]) for c in fetched]
+    names = {f"#{w.process.pid}" for w in workers}
     return Observed(
         ideal=seconds,
         checks={"a worker ran it": results[0]["pid"] in {w.process.pid for w in workers},
                 "the watcher saw progress, then the end": any("step" in l for l in watch.lines)
                 and watch.lines[-1].endswith("completed"),
                 "two processes fetched the same result": results[0] == results[1],
-                "the cancelled task is cancelled": cancel.lines[-1] == "cancelled"},
+                "the cancelled task is cancelled": cancel.lines[-1] == "cancelled",
+                "the queue showed it running, and on which worker":
+                "running" in running and any(name in running for name in names),
+                "the workers' metrics counted the tasks they ended":
+                sum(completed for completed, _ in scraped) >= 2
+                and all(health == "OK" for _, health in scraped)},
         facts={"task_id": task_id, "result": results[0],
+               "queue showed": [" ".join(line.split()) for line in queued.lines
+                                if "running" in line or "#" in line],
+               "metrics: tasks completed, health": scraped,
                **{f"{name} said": lines[-1] for name, lines in views.items()},
                "watch saw": [line.split("  ")[-1] for line in watch.lines if "step" in line]})
 
@@ -1940,8 +2080,10 @@ async def soak(scale: float, tasks: int = 120, clients: int = 2, faults: tuple =
 
         async def strike(fault: str, at: float) -> None:
             await asyncio.sleep(max(0.0, t0 + at - now()))
-            while fault == "paused" and not await running(workers[1]) and now() < t0 + at + 10:
-                await asyncio.sleep(0.05)  # a pause that catches no task shows nothing
+            # A pause that catches no task, or one about to end, shows nothing.
+            while fault == "paused" and not await running(workers[1], since=seconds / 3) \
+                    and now() < t0 + at + 10:
+                await asyncio.sleep(0.02)
             struck[fault] = (now() - t0, strike_at(fault), time.time())
             # Down for a second, then back; a paused worker, past its claim.
             await asyncio.sleep(PAUSE.total_seconds() if fault == "paused" else 1)
@@ -1973,12 +2115,20 @@ async def soak(scale: float, tasks: int = 120, clients: int = 2, faults: tuple =
                 nonlocal redis
                 redis = redis_process(port, persistent, folder)
 
-        async def running(worker: Child) -> bool:  # a body of its has started, not ended
-            for key in [k async for k in journal.scan_iter("journal:*")]:
-                events = [e.split()[:2] for e in await journal.lrange(key, 0, -1)]
-                mine = [e for e, pid in events if pid == str(worker.process.pid)]
-                if mine.count("start") * 2 > len(mine):
-                    return True
+        async def running(worker: Child, since: float = math.inf) -> bool:
+            """A body of its has started (less than `since` seconds ago), not ended."""
+            from redis.exceptions import RedisError
+
+            try:
+                for key in [k async for k in journal.scan_iter("journal:*")]:
+                    events = [e.split() for e in await journal.lrange(key, 0, -1)]
+                    mine = [e for e in events if e[1] == str(worker.process.pid)]
+                    started = [e for e in mine if e[0] == "start"]
+                    if len(started) * 2 > len(mine) and time.time() - float(
+                            started[-1][2]) < since:
+                        return True
+            except RedisError:  # (Redis may be the fault of the moment)
+                pass
             return False
 
         from redis.asyncio import Redis
@@ -2019,7 +2169,7 @@ async def tally(backend: str, url: str, reports: list[dict], struck: dict, probe
     runs = {key.split(":")[-1]: [line.split() for line in await redis.lrange(key, 0, -1)]
             async for key in redis.scan_iter("journal:*")}
     # The effect `task_body` posts once per task: a list, so a second post would show.
-    effects = Counter(line.split()[0] for line in await redis.lrange("tasks-demo:outbox", 0, -1))
+    effects = Counter(line.split()[0] for line in await redis.lrange(f"{QUEUE}:outbox", 0, -1))
     await redis.aclose()
     runs.pop(probe_id, None)
     ended = {task_id: end for r in reports for task_id, end in r["ended"].items()}
@@ -2645,6 +2795,11 @@ def within(kind: type, low: float, high: float) -> Callable[[str], Any]:
     return parse
 
 
+def host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host or "127.0.0.1", within(int, 1, 65535)(port)
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = OneLineErrors(prog="tasks_demo.py",
                            description="MCP background tasks on FastMCP 4, taught by running them.")
@@ -2702,6 +2857,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         command.add_argument("--model", help=model_help)
     worker_command.add_argument("--journal", action="store_true",
                                 help="also record each body's start and end in Redis (soak)")
+    for flag, what in (("--metrics-port", "Docket's Prometheus metrics"),
+                       ("--health-port", "a health endpoint (200 while the process answers)")):
+        worker_command.add_argument(flag, type=host_port, metavar="[HOST:]PORT",
+                                    help=f"serve {what} on this port (HOST: 127.0.0.1)")
+    for command in (serve_command, worker_command):
+        command.add_argument("--key-file", type=Path, metavar="PATH",
+                             help="the key that encrypts task snapshots (the caller's token, "
+                                  "every header) in the store; or FASTMCP_TASKS_ENCRYPTION_KEY. "
+                                  "The same on every server and worker")
+    serve_command.add_argument("--plaintext-snapshots", action="store_true",
+                               help="with --token on Redis and no key: store tokens in clear")
+    queue_help = "what is queued and running on a shared Redis, and which worker runs it"
+    queue_command = commands.add_parser("queue", help=queue_help, description=queue_help)
+    queue_command.add_argument("--backend", required=True, help="redis://HOST:PORT/DB")
 
     task = commands.add_parser("task", help="submit, status, watch, result, cancel: "
                                             "a client of a `serve` process, by task id")
@@ -2786,6 +2955,36 @@ def check_model(model: str) -> None:
         raise DemoError(f"{model}: {error}") from None
 
 
+def use_key(args: argparse.Namespace) -> None:
+    """The snapshot key, from --key-file or the environment; and no bearer tokens
+    in clear in a shared store unless asked for.
+
+    A task's context snapshot (the caller's access token, every inbound header)
+    sits in the store for the task's lifetime; fastmcp-tasks encrypts it when
+    it has a key. A process with another key, or none, fails such a task.
+    """
+    from fastmcp_tasks.settings import tasks_settings
+    from pydantic import SecretStr
+
+    if args.key_file:
+        try:
+            material = args.key_file.read_text().strip()
+        except OSError as error:
+            raise DemoError(f"cannot read --key-file: {error}") from None
+        if len(material) < 32:
+            raise DemoError(f"{args.key_file} holds {len(material)} characters: use at "
+                            "least 32 random ones (python -c 'import secrets; "
+                            "print(secrets.token_urlsafe(32))')")
+        tasks_settings.encryption_key = SecretStr(material)  # read at each use
+    plaintext = tasks_settings.encryption_key is None
+    if (args.command == "serve" and args.tokens and args.backend.startswith("redis")
+            and plaintext and not args.plaintext_snapshots):
+        raise DemoError("with --token on Redis, every task's snapshot holds its caller's "
+                        "bearer token: give --key-file (or FASTMCP_TASKS_ENCRYPTION_KEY), "
+                        "the same to every worker, or --plaintext-snapshots to store them "
+                        "in clear")
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     global RESEARCH_MODEL
@@ -2794,11 +2993,16 @@ def main(argv: list[str]) -> int:
             check_model(args.model)
             if args.command in ("serve", "worker"):
                 RESEARCH_MODEL = args.model
+        if args.command in ("serve", "worker"):
+            use_key(args)
         if args.command == "serve":
             asyncio.run(serve(args.port, args.host, args.backend, not args.no_worker,
                               args.tokens, tuple(args.allow_host)))
         elif args.command == "worker":
-            asyncio.run(worker(args.backend, args.journal))
+            asyncio.run(worker(args.backend, args.journal, args.metrics_port, args.health_port))
+        elif args.command == "queue":
+            Console(width=None if sys.stdout.isatty() else 160).print(
+                asyncio.run(queue(args.backend)))
         elif args.command == "task":
             signal.signal(signal.SIGINT, leave_now)  # a client: nothing to hand over
             print(asyncio.run(deadline(task_command, args)))
