@@ -831,7 +831,7 @@ def test_bad_input_over_http_gets_a_clear_error_and_holds_nothing():
     # Refused by its declared length, before it is read: a 413, or, if the
     # client was still sending, the connection closed under it.
     status, text = answers["label of 1 MB"]
-    assert (status, text) == (413, f"the body is over {demo.MAX_BODY} bytes") or status == 0
+    assert (status, text) == (413, "Request body too large") or status == 0
     assert grown_mb < 50, f"memory grew {grown_mb:.0f} MB over 100 refused 1 MB calls"
     assert good["label"] == "ok"
 
@@ -1199,8 +1199,7 @@ def test_a_task_body_returns_the_result_that_stands_whatever_its_own_run_does():
 def test_slow_and_idle_clients_are_cut_off_and_others_still_served(monkeypatch):
     import socket
 
-    monkeypatch.setattr(demo, "HEADER_TIMEOUT", 1.0)
-    monkeypatch.setattr(demo, "BODY_TIMEOUT", 1.0)
+    monkeypatch.setattr(demo, "SEND_WITHIN", 1.0)
     headers = (b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json"
                b"\r\ncontent-length: 100\r\n\r\n")
 
@@ -1363,3 +1362,64 @@ def test_forty_oversized_and_forty_largest_bodies_at_once_hold_little_memory():
 def rss_of(pid: int) -> float:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") \
         / 2**20
+
+
+# -- what the server adds to every request ------------------------------------
+
+
+def test_a_plain_call_lists_no_tools_and_its_headers_are_still_checked():
+    # The SDK checks Mcp-Param-* headers against the tool's input schema; with
+    # no lookup it would list every tool on every call to find that schema.
+    from typing import Annotated
+
+    from pydantic import Field
+
+    async def story():
+        server = await demo.tasks_server()
+
+        def where(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})]
+                  ) -> str:
+            return region
+
+        server.tool(where)  # added after the server was built: the lookup still finds it
+        listed = []
+        original = server.list_tools
+
+        async def counting(*args, **kwargs):
+            listed.append(1)
+            return await original(*args, **kwargs)
+
+        server.list_tools = counting
+        async with server._lifespan_manager(), demo.on_http(server) as url:
+            call = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+                "name": "where", "arguments": {"region": "eu"},
+                "_meta": {**MODERN, "io.modelcontextprotocol/clientCapabilities": {}}}}).encode()
+            answers = {header: await asyncio.to_thread(
+                post, url, call, **{"mcp-method": "tools/call", "mcp-name": "where",
+                                    **({"mcp-param-region": header} if header else {})})
+                for header in ("eu", "us", None)}
+            lists = len(listed)  # (before the check below, which lists them itself)
+            schemas_match = all(
+                server._mcp_server.get_tool_input_schema(t.name) == t.parameters
+                for t in await original())
+        return answers, lists, schemas_match
+
+    answers, lists, schemas_match = asyncio.run(asyncio.wait_for(story(), 60))
+    assert answers["eu"][0] == 200 and said(answers["eu"][1]) == "eu"
+    assert answers["us"][0] == 400 and answers["us"][1]["error"]["code"] == -32020
+    assert answers[None][0] == 400 and "missing" in said(answers[None][1])
+    assert lists == 0  # three calls, not one tools/list
+    assert schemas_match
+
+
+def test_a_lesson_server_holds_the_tools_themselves_not_a_mount_of_them():
+    # A mounted server resolves each call through a provider of the mount's
+    # (a seventh of a plain call): the tools are added to each server instead.
+    async def story():
+        server = await demo.tasks_server()
+        return {type(await server.get_tool(t.name)).__name__
+                for t in await demo.mcp.list_tools(run_middleware=False)}, server.providers
+
+    kinds, providers = asyncio.run(story())
+    assert kinds == {"FunctionTool"}
+    assert not [p for p in providers if type(p).__name__ == "FastMCPProvider"]
