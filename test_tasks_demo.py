@@ -165,10 +165,11 @@ def test_partial_results_name_the_failures_before_the_suite_ends():
 
 
 def test_priority_bulk_work_leaves_a_slot_for_interactive_work():
-    seen = run(demo.priority, SCALE)
+    scale = 0.5  # bulk tasks of 0.5 s: the interactive one has room to start in
+    seen = run(demo.priority, scale)
     starts = seen.facts["bulk_started_at_s"]
     # Two at a time: the third bulk task starts only once one of the first two ended.
-    assert starts[2] - starts[1] >= 0.8 * 1 * SCALE
+    assert starts[2] - starts[1] >= 0.8 * 1 * scale
     assert holds(seen)
 
 
@@ -512,10 +513,19 @@ def test_tenants_a_task_is_found_by_its_owner_only_and_no_token_sits_in_redis():
 @needs_redis
 def test_without_a_key_the_token_sits_in_redis_in_clear():
     # The scan above can find a token: here, where it is stored in clear.
-    seen = run(demo.tenants, 0.2, encrypted=False)
-    held = seen.facts["redis_keys_holding_alices_token"]
+    token = secrets.token_urlsafe(16)
+    auth = demo.StaticTokenVerifier({token: {"client_id": "alice"}})
+
+    async def story():
+        async with demo.child_processes():
+            backend = await demo.start_redis()
+            async with demo.serving(backend=backend, auth=auth) as server, \
+                    demo.on_http(server) as url, demo.Client(url, auth=token) as client:
+                await (await demo.call_tool_task(client, "work", {"label": "a", "seconds": 0}))
+                return await demo.keys_holding(backend, token)
+
+    held = asyncio.run(asyncio.wait_for(story(), 60))
     assert len(held) == 1 and held[0].endswith(":snapshot")
-    assert not our_children()
 
 
 @needs_redis
@@ -524,11 +534,17 @@ def test_a_process_with_another_key_than_its_queue_refuses_to_start(tmp_path):
     (tmp_path / "b").write_text(secrets.token_urlsafe(32))
 
     async def story():
+        from fastmcp_tasks.settings import tasks_settings
+        from pydantic import SecretStr
+
         async with demo.child_processes():
             backend = await demo.start_redis()
-            first = demo.Child.demo("worker", "worker", "--backend", backend,
-                                    "--key-file", str(tmp_path / "a"))
-            await first.expect("worker pid=", timeout=60)
+            # The first process on the queue, sealing its probe with key a:
+            tasks_settings.encryption_key = SecretStr((tmp_path / "a").read_text())
+            try:
+                await demo.same_key_as_the_queue(backend)
+            finally:
+                tasks_settings.encryption_key = None
             others = [demo.Child.demo(name, *args, "--backend", backend) for name, args in (
                 ("worker, key b", ("worker", "--key-file", str(tmp_path / "b"))),
                 ("worker, no key", ("worker",)),
@@ -665,7 +681,8 @@ def test_soak_a_killed_worker_a_paused_one_and_a_redis_restart_lose_and_change_n
     account = seen.facts
     # The paused worker was caught mid-task: that task ran again elsewhere, and
     # the paused run finished late. Still: the first result stood, one effect each.
-    assert any(why.startswith("worker paused") for why in account["ran_twice_and_why"].values())
+    assert any(why.startswith("worker paused")
+               for why in account["ran_twice_and_why"].values()), account
     assert account["results_changed"] == []
     assert account["effects_per_task"] == {1: account["completed"]}
     assert account["lost"] == [] and account["completed"] == account["submitted"] > 0
@@ -1194,6 +1211,29 @@ def test_a_task_body_returns_the_result_that_stands_whatever_its_own_run_does():
                     for ends in ("returning", "raising")]
 
     assert asyncio.run(asyncio.wait_for(story(), 30)) == [{"by": "the first run"}] * 2
+
+
+def test_a_task_body_commits_any_result_a_tool_may_return():
+    # Your tool may return a model, a date: the committed result is their JSON.
+    from datetime import datetime, timezone
+
+    from pydantic import BaseModel
+
+    class Report(BaseModel):
+        title: str
+        at: datetime
+
+    async def report() -> Report:
+        return Report(title="done", at=datetime(2026, 12, 3, tzinfo=timezone.utc))
+
+    async def story():
+        server = await demo.tasks_server()
+        server.tool(demo.task_body(report), name="report", task=demo.TASK)
+        async with server._lifespan_manager(), demo.Client(server) as client:
+            return (await (await demo.call_tool_task(client, "report", {}))).structured_content
+
+    assert asyncio.run(asyncio.wait_for(story(), 30)) == {
+        "title": "done", "at": "2026-12-03T00:00:00Z"}
 
 
 def test_slow_and_idle_clients_are_cut_off_and_others_still_served(monkeypatch):
