@@ -91,7 +91,7 @@ REDELIVERY_TIMEOUT = timedelta(seconds=5)
 # 1-4 workers from 0.89-0.90 of ideal to 0.92-0.95. In memory, where an idle
 # server would pay 8 % of a core for it (3 % at 50 ms), keep 50 ms.
 def check_interval(backend: str) -> timedelta:
-    return timedelta(milliseconds=10 if backend.startswith("redis") else 50)
+    return timedelta(milliseconds=50 if backend.lower().startswith("memory") else 10)
 
 # A task holds a worker slot while it runs: input limits are capacity limits.
 MAX_SECONDS, MAX_STEPS = 3600, 1000
@@ -1087,6 +1087,7 @@ class HttpServer(uvicorn.Server):
 
 SEND_WITHIN = 10.0  # seconds a client has to send a whole request, from its start
 MAX_CONNECTIONS = 1000  # open at once, idle ones included
+MAX_HEADERS = 16 * 1024  # bytes of request line and headers (every header goes into a task)
 
 
 def guarded_h11(seconds: float) -> type:
@@ -1157,12 +1158,13 @@ async def on_http(server: FastMCP, port: int | None = None, host: str = "127.0.0
     port = port or free_port()
     extra = [*names, *([] if is_loopback(host) else [host])]
     app = server.http_app(host_origin_protection=True, allowed_hosts=extra or None)
-    # Idle and slow clients are bounded: a whole request within SEND_WITHIN, 5 s
-    # idle between requests, and past MAX_CONNECTIONS open at once, new requests
-    # get 503 until some close.
+    # Idle and slow clients are bounded: a whole request within SEND_WITHIN, its
+    # headers to MAX_HEADERS, 5 s idle between requests, and past MAX_CONNECTIONS
+    # open at once, new requests get 503 until some close.
     web = HttpServer(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                     timeout_graceful_shutdown=2, http=guarded_h11(SEND_WITHIN),
-                                    timeout_keep_alive=5, limit_concurrency=MAX_CONNECTIONS))
+                                    timeout_keep_alive=5, limit_concurrency=MAX_CONNECTIONS,
+                                    h11_max_incomplete_event_size=MAX_HEADERS))
     web.drain = drain
     running = asyncio.create_task(web.serve())
     while not web.started:
@@ -1237,7 +1239,10 @@ async def remote(url: str, token: str | None, timeout: float = 30) -> AsyncItera
 async def require_redis(url: str) -> None:
     from redis.asyncio import Redis
 
-    redis = Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        redis = Redis.from_url(url, socket_connect_timeout=2)
+    except ValueError as error:
+        raise DemoError(f"--backend {url}: {error}") from None
     try:
         await redis.ping()
     except Exception as error:
@@ -1248,12 +1253,17 @@ async def require_redis(url: str) -> None:
 
 
 QUEUE = "tasks-demo"  # the module-level mcp's: every serve and worker process here shares it
+SHARED = ("redis", "rediss", "unix")  # the backends other processes can reach (Redis)
+
+
+def shared(backend: str) -> bool:
+    return urllib.parse.urlsplit(backend).scheme.lower() in SHARED
 
 
 def pooled(backend: str) -> str:
     """redis-py's pool holds 100 connections and then *fails* a command rather
     than wait: under load, requests would fail (-32603). Room for more."""
-    if backend.startswith("redis") and "max_connections" not in backend:
+    if shared(backend) and "max_connections" not in backend:
         return backend + ("&" if "?" in backend else "?") + "max_connections=1000"
     return backend
 
@@ -1316,42 +1326,63 @@ async def same_key_as_the_queue(backend: str) -> None:
     cannot read a task's snapshot fails that task, with a message that names
     a dependency, not the key. So the first process to start seals a probe
     with its key; each later one must open it, or say so here in one line.
+    The probe lives while a process renews it (every KEY_PROBE_TTL / 3): a
+    minute after the last process stops, a new key may take the queue over.
     """
     from fastmcp_tasks.encryption import SnapshotDecryptionError, snapshot_codec
     from redis.asyncio import Redis
 
-    redis, codec = Redis.from_url(backend), snapshot_codec()
+    redis, codec, probe = Redis.from_url(backend), snapshot_codec(), f"{QUEUE}:key-probe"
     try:
-        await redis.set(f"{QUEUE}:key-probe", codec.encode(QUEUE), nx=True)
-        codec.decode(await redis.get(f"{QUEUE}:key-probe"))
+        await redis.set(probe, codec.encode(QUEUE), nx=True, ex=KEY_PROBE_TTL)
+        codec.decode(await redis.get(probe))
+        await redis.expire(probe, KEY_PROBE_TTL)  # opened: this process renews it
     except SnapshotDecryptionError:
         mine = "this process has a key" if codec.protected else "this process has no key"
         raise DemoError(f"{mine}, and the other processes on {QUEUE} do not share it: give "
                         "every server and worker the same --key-file (to change keys: stop "
-                        f"them all, redis-cli del {QUEUE}:key-probe, start them again)") from None
+                        f"them all, wait {KEY_PROBE_TTL} s, start them again)") from None
     finally:
         await redis.aclose()
+
+
+KEY_PROBE_TTL = 60  # seconds
+
+
+async def renewing_the_key_probe(backend: str) -> None:
+    while True:
+        await asyncio.sleep(KEY_PROBE_TTL / 3)
+        try:
+            await same_key_as_the_queue(backend)
+        except Exception as error:  # the store is away, or another key took it: say so
+            print(f"warning: key probe: {error}", file=sys.stderr, flush=True)
 
 
 async def serve(port: int, host: str, backend: str, worker: bool,
                 tokens: dict[str, str], names: tuple = ()) -> None:
     """Serve the tools over streamable HTTP until stopped."""
-    shared = backend.startswith("redis")
-    if shared:
+    on_redis = shared(backend)
+    if on_redis:
         await require_redis(backend)
         await same_key_as_the_queue(backend)
-    if listening(port, "127.0.0.1" if host in ("0.0.0.0", "::") else host):
-        raise DemoError(f"port {port} is in use: choose another --port")
+        renewing = asyncio.create_task(renewing_the_key_probe(backend))  # noqa: F841 (held) (held)
+    try:  # bind, don't connect: a port in use, or an address not this machine's
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, port))
+    except OSError as error:
+        raise DemoError(f"cannot listen on {host}:{port} ({error.strerror or error}): "
+                        "choose another --port or --host") from None
     if not is_loopback(host) and not tokens:
         print(f"warning: serving on {host} without --token: anyone who can reach this "
-              "address can run tools and, with a task id, read and cancel its task",
+              "address can run tools and, with a task id, read and cancel its task "
+              "(and give each name clients reach it by: --allow-host NAME)",
               file=sys.stderr, flush=True)
     auth = StaticTokenVerifier({t: {"client_id": n} for t, n in tokens.items()}) if tokens else None
     server = await tasks_server(backend=pooled(backend), queue=QUEUE, auth=auth,
                                 concurrency=CONCURRENCY if worker else 0)
     model_in_place(server)
     # In memory the tasks die with the process: nothing to drain, so leave.
-    async with on_http(server, port, host, drain=shared, names=names) as url:
+    async with on_http(server, port, host, drain=on_redis, names=names) as url:
         print(f"serving {url} pid={os.getpid()} backend={backend} "
               f"worker={'yes' if worker else 'no'} auth={'tokens' if tokens else 'none'}",
               flush=True)
@@ -1370,6 +1401,7 @@ async def worker(backend: str, journal: bool, metrics: tuple[str, int] | None = 
 
     await require_redis(backend)
     await same_key_as_the_queue(backend)
+    renewing = asyncio.create_task(renewing_the_key_probe(backend))  # noqa: F841 (held)
     if journal:  # the soak counts every body's runs, across processes, in Redis
         global JOURNAL
         JOURNAL = RedisJournal(backend)
@@ -1390,8 +1422,15 @@ async def worker(backend: str, journal: bool, metrics: tuple[str, int] | None = 
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, on_signal)
-    with (metrics_server(*metrics) if metrics else contextlib.nullcontext(),
-          healthcheck_server(*health) if health else contextlib.nullcontext()):
+    with contextlib.ExitStack() as endpoints:
+        for flag, address, serving_it in (("--metrics-port", metrics, metrics_server),
+                                          ("--health-port", health, healthcheck_server)):
+            try:
+                if address:
+                    endpoints.enter_context(serving_it(*address))
+            except OSError as error:
+                raise DemoError(f"{flag}: cannot listen on {address[0]}:{address[1]} "
+                                f"({error.strerror or error})") from None
         async with server._lifespan_manager():  # the lifespan runs the Docket worker
             print(f"worker pid={os.getpid()} backend={backend}", flush=True)
             await stop.wait()
@@ -1418,9 +1457,11 @@ async def queue(backend: str) -> Table:
     for column in ("task", "tool", "state", "worker", "since"):
         table.add_column(column)
     taken = snapshot.taken
-    for run in sorted(snapshot.running, key=lambda r: r.started):
+    # Since the run's claim: Docket's own `started` is the last renewal of its
+    # lease (about a second ago, always), so a stuck task would never look old.
+    for run in sorted(snapshot.running, key=lambda r: r.started_at or r.started):
         table.add_row(*task_of(run.key), "running", run.worker,
-                      f"{(taken - run.started).total_seconds():.1f} s")
+                      f"{(taken - (run.started_at or run.started)).total_seconds():.1f} s")
     for waiting in snapshot.future:
         state = "queued" if waiting.when <= taken else "scheduled"
         table.add_row(*task_of(waiting.key), state, "",
@@ -1441,6 +1482,19 @@ def task_of(key: str) -> tuple[str, str]:
 REQUEST_DEADLINE = 30.0  # seconds a `task` command waits for any one answer
 
 
+async def through_outages(read: Callable[[], Awaitable[Any]]) -> Any:
+    """Reading a task is safe to repeat: while its store is away (a Redis restart,
+    a freeze), say so and read again, for as long as the command's --timeout."""
+    while True:
+        try:
+            return await read()
+        except MCPError as error:
+            if not str(error).startswith("task store unavailable"):
+                raise
+            print(f"{error}: reading again", file=sys.stderr, flush=True)
+            await asyncio.sleep(1)
+
+
 async def deadline(command: Callable[[argparse.Namespace], Awaitable[str]],
                    args: argparse.Namespace) -> str:
     """Every `task` command ends by a deadline; one that follows a task, as long
@@ -1458,8 +1512,11 @@ async def task_command(args: argparse.Namespace) -> str:
     """`task submit|status|watch|result|cancel`: what to print last."""
     if getattr(args, "task_id", None) == "-":
         args.task_id = (await asyncio.to_thread(sys.stdin.readline)).strip()
+        if not args.task_id:
+            raise DemoError("no task id came on stdin (did the command before | fail?)")
     if args.action == "load":
-        return json.dumps(await load(args.url, args.count, args.seconds, args.over, args.poll))
+        return json.dumps(await load(args.url, args.count, args.seconds, args.over, args.poll,
+                                     args.token))
     async with remote(args.url, args.token, min(args.timeout, REQUEST_DEADLINE)) as client:
         if args.action == "submit":
             job = {"label": args.label, "seconds": args.seconds, "steps": args.steps}
@@ -1483,11 +1540,12 @@ async def task_command(args: argparse.Namespace) -> str:
                     seen.append((sample.state, sample.message))
                     print(f"{sample.at:6.2f} s  {sample.state:16}  {sample.message or ''}",
                           flush=True)
-            states = " → ".join(transitions(await follow(task, now(), on_sample=show_change,
-                                                          timeout=args.timeout)))
+            t0 = now()
+            states = " → ".join(transitions(await through_outages(lambda: follow(
+                task, t0, on_sample=show_change, timeout=args.timeout))))
             if args.action == "watch":
                 return states
-        final = await wait(task, timeout=args.timeout)
+        final = await through_outages(lambda: wait(task, timeout=args.timeout))
         if final.status != "completed":
             why = final.status_message or (final.error or {}).get("message")
             raise DemoError(f"task {task.task_id} ended {final.status}: "
@@ -1853,7 +1911,8 @@ MODERN_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
 
 
 def rpc(url: str, method: str, params: dict, name: str | None = None,
-        timeout: float = 10, tasks: bool = True) -> tuple[int | None, dict, Any]:
+        timeout: float = 10, tasks: bool = True, token: str | None = None
+        ) -> tuple[int | None, dict, Any]:
     """One request of the stateless protocol: (HTTP status, headers, JSON answer or text).
 
     `tasks`: the client declares the tasks extension (else a tools/call is a
@@ -1868,7 +1927,8 @@ def rpc(url: str, method: str, params: dict, name: str | None = None,
     headers = {"content-type": "application/json",
                "accept": "application/json, text/event-stream",
                "mcp-protocol-version": "2026-07-28", "mcp-method": method,
-               **({"mcp-name": name} if name else {})}
+               **({"mcp-name": name} if name else {}),
+               **({"authorization": f"Bearer {token}"} if token else {})}
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -1993,7 +2053,8 @@ async def replicas(scale: float) -> Observed:
                "result": record["result"]["structuredContent"]})
 
 
-async def load(url: str, count: int, seconds: float, over: float, poll: float) -> dict:
+async def load(url: str, count: int, seconds: float, over: float, poll: float,
+               token: str | None = None) -> dict:
     """`task load`: submit `count` tasks through `url` over `over` seconds; follow each.
 
     Reading a task is safe to retry, whatever went wrong. A submit is retried
@@ -2006,7 +2067,8 @@ async def load(url: str, count: int, seconds: float, over: float, poll: float) -
     async def ask(method: str, params: dict, name: str | None = None) -> dict | None:
         nonlocal retried
         for attempt in range(8):  # ~25 s of back-off: longer than any restart here
-            status, _, answer = await asyncio.to_thread(rpc, url, method, params, name)
+            status, _, answer = await asyncio.to_thread(rpc, url, method, params, name,
+                                                        token=token)
             broken = not isinstance(answer, dict) or (
                 answer.get("error", {}).get("code") == -32603)  # the server's own failure
             if status is not None and 0 < status < 500 and not broken:
@@ -2032,8 +2094,10 @@ async def load(url: str, count: int, seconds: float, over: float, poll: float) -
         while not submitting.done() or len(ended) < len(submitted_at):
             for task_id in set(submitted_at) - set(ended):
                 answer = await ask("tasks/get", {"taskId": task_id})
-                record = (answer or {}).get("result", {})
-                state = record.get("status", "lost")  # not found
+                if answer is None:
+                    continue  # no answer yet (the store is away): ask again next round
+                record = answer.get("result", {})
+                state = record.get("status", "lost")  # the server says: not found
                 if state in TERMINAL or state == "lost":  # and the result, as first seen
                     ended[task_id] = [state, round(now() - submitted_at[task_id], 3),
                                       record.get("result", {}).get("structuredContent")]
@@ -2091,9 +2155,12 @@ async def soak(scale: float, tasks: int = 120, clients: int = 2, faults: tuple =
         async def strike(fault: str, at: float) -> None:
             await asyncio.sleep(max(0.0, t0 + at - now()))
             # A pause that catches no task, or one about to end, shows nothing:
-            # pause a worker that has just begun one.
+            # pause a worker that has just begun one, while another is up to
+            # take it over (a killed worker's replacement takes seconds to start).
             while fault == "paused" and now() < t0 + at + over:
-                busy = [w for w in workers if await running(w, since=seconds / 3)]
+                up = all(any(line.startswith("worker pid=") for line in w.lines)
+                         for w in workers)
+                busy = [w for w in workers if up and await running(w, since=seconds / 3)]
                 if busy:
                     paused[:] = busy[:1]
                     break
@@ -2918,6 +2985,28 @@ def within(kind: type, low: float, high: float) -> Callable[[str], Any]:
     return parse
 
 
+ID_MARK = "id:"  # (how parse_args keeps an id that begins with "-" from looking like a flag)
+
+
+def http_url(text: str) -> str:
+    parts = urllib.parse.urlsplit(text)
+    try:
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"not an http:// URL: {text!r}")
+    return text
+
+
+def bounded_text(most: int) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not 0 < len(text) <= most:
+            raise argparse.ArgumentTypeError(f"takes 1 to {most} characters, got {len(text)}")
+        return text
+    return parse
+
+
 def host_port(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host or "127.0.0.1", within(int, 1, 65535)(port)
@@ -3008,8 +3097,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     }
     for name, summary_line in client_help.items():
         command = actions.add_parser(name, help=summary_line, description=summary_line)
-        command.add_argument("--url", default=DEFAULT_URL)
-        command.add_argument("--token", default=os.environ.get("TASKS_DEMO_TOKEN"),
+        command.add_argument("--url", type=http_url, default=DEFAULT_URL)
+        command.add_argument("--token", default=os.environ.get("TASKS_DEMO_TOKEN") or None,
+                             type=lambda text: text or None,
                              help="bearer token (or TASKS_DEMO_TOKEN)")
         command.add_argument("--timeout", type=within(float, 0.1, 24 * 3600),
                              help="give up after this many seconds (default: 30, or as "
@@ -3022,23 +3112,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             command.add_argument("--poll", type=within(float, 0.02, 60), default=0.5,
                                  help="seconds between two reads of a task")
         elif name == "submit":
-            command.add_argument("--label", default="job")
+            command.add_argument("--label", default="job", type=bounded_text(100))
             command.add_argument("--seconds", type=within(float, 0, MAX_SECONDS), default=10.0)
             command.add_argument("--steps", type=within(int, 1, MAX_STEPS), default=10)
             command.add_argument("--wait", action="store_true")
         else:
             command.add_argument("task_id", help="the id, or - to read it from stdin "
                                                  "(task submit | task watch -)")
-    if argv[:1] == ["task"] and len(argv) > 2 and re.fullmatch(r"-[\w-]{20,}", argv[-1]):
-        argv = [*argv[:-1], "--", argv[-1]]  # an id that begins with "-" is still an id
-    args = parser.parse_args(argv)
+    # An id that begins with "-" (one in 64 do) is still an id, wherever it stands.
+    ids = [arg for before, arg in zip(argv[1:], argv[2:]) if re.fullmatch(r"-[\w-]{20,}", arg)
+           and not before.startswith("--")] if argv[:1] == ["task"] else []
+    args = parser.parse_args([f"{ID_MARK}{arg}" if arg in ids else arg for arg in argv])
+    if getattr(args, "task_id", None):
+        args.task_id = args.task_id.removeprefix(ID_MARK)
     if args.command == "soak" and not set(args.faults) <= set(FAULTS):
         parser.error(f"--faults takes some of {','.join(FAULTS)}, got {','.join(args.faults)}")
-    shared = getattr(args, "backend", "").startswith("redis")
-    if args.command == "worker" and not shared:
+    backend = getattr(args, "backend", "memory://")
+    if urllib.parse.urlsplit(backend).scheme.lower() not in ("memory", *SHARED):
+        parser.error(f"--backend takes memory:// or redis://HOST:PORT/DB, got {backend!r}")
+    if args.command == "worker" and not shared(backend):
         parser.error("a worker in its own process needs a shared backend: "
                      "--backend redis://HOST:PORT/DB")
-    if args.command == "serve" and args.no_worker and not shared:
+    if args.command == "serve" and args.no_worker and not shared(backend):
         parser.error("--no-worker needs a shared backend (--backend redis://...): "
                      "with memory:// nothing else could run the tasks")
     if args.command == "serve":
@@ -3048,7 +3143,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             name, _, token = pair.partition("=")
             if not name or not token:
                 parser.error(f"--token takes NAME=TOKEN, got {pair!r}")
+            if token in args.tokens:
+                parser.error(f"{name} and {args.tokens[token]} were given the same token")
             args.tokens[token] = name
+        if not args.host:
+            parser.error("--host takes an address, got ''")
     return args
 
 
@@ -3099,17 +3198,16 @@ def use_key(args: argparse.Namespace) -> None:
 
     if args.key_file:
         try:
-            material = args.key_file.read_text().strip()
-        except OSError as error:
+            tasks_settings.encryption_key = SecretStr(args.key_file.read_text().strip())
+        except (OSError, UnicodeDecodeError) as error:
             raise DemoError(f"cannot read --key-file: {error}") from None
-        if len(material) < 32:
-            raise DemoError(f"{args.key_file} holds {len(material)} characters: use at "
-                            "least 32 random ones (python -c 'import secrets; "
-                            "print(secrets.token_urlsafe(32))')")
-        tasks_settings.encryption_key = SecretStr(material)  # read at each use
-    plaintext = tasks_settings.encryption_key is None
-    if (args.command == "serve" and args.tokens and args.backend.startswith("redis")
-            and plaintext and not args.plaintext_snapshots):
+    key = tasks_settings.encryption_key  # read at each use: from the file, or the environment
+    if key is not None and len(key.get_secret_value()) < 32:
+        raise DemoError(f"the snapshot key holds {len(key.get_secret_value())} characters: use "
+                        "at least 32 random ones (python -c 'import secrets; "
+                        "print(secrets.token_urlsafe(32))')")
+    if (args.command == "serve" and args.tokens and shared(args.backend) and key is None
+            and not args.plaintext_snapshots):
         raise DemoError("with --token on Redis, every task's snapshot holds its caller's "
                         "bearer token: give --key-file (or FASTMCP_TASKS_ENCRYPTION_KEY), "
                         "the same to every worker, or --plaintext-snapshots to store them "
@@ -3136,6 +3234,7 @@ def main(argv: list[str]) -> int:
                 asyncio.run(queue(args.backend)))
         elif args.command == "task":
             signal.signal(signal.SIGINT, leave_now)  # a client: nothing to hand over
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `task watch ID | head`: just stop
             print(asyncio.run(deadline(task_command, args)))
         elif args.command == "bench":
             signal.signal(signal.SIGINT, leave_now)

@@ -325,13 +325,15 @@ def test_readme_teaches_exactly_the_lessons_the_script_has():
 
 def in_process(args: list[str], capsys) -> tuple[int, str, str]:
     """main(args) as the script runs it, in this process: (exit status, stdout, stderr)."""
-    saved = signal.getsignal(signal.SIGINT)  # main() installs its own Ctrl-C handler
+    # main() installs its own Ctrl-C handler, and a `task` command SIGPIPE's default.
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGPIPE)}
     try:
         code = demo.main(args)
     except SystemExit as leaving:
         code = leaving.code
     finally:
-        signal.signal(signal.SIGINT, saved)
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -681,8 +683,8 @@ def test_soak_a_killed_worker_a_paused_one_and_a_redis_restart_lose_and_change_n
     account = seen.facts
     # The paused worker was caught mid-task: that task ran again elsewhere, and
     # the paused run finished late. Still: the first result stood, one effect each.
-    assert any(why.startswith("worker paused")
-               for why in account["ran_twice_and_why"].values()), account
+    assert any(why.startswith("worker paused") for why in account["ran_twice_and_why"].values()
+               ), (account["ran_twice_and_why"], account["faults_at_s"])
     assert account["results_changed"] == []
     assert account["effects_per_task"] == {1: account["completed"]}
     assert account["lost"] == [] and account["completed"] == account["submitted"] > 0
@@ -703,6 +705,10 @@ def test_soak_a_killed_worker_a_paused_one_and_a_redis_restart_lose_and_change_n
     (["serve", "--backend", "redis://127.0.0.1:9/0"], "cannot reach Redis"),
     (["worker", "--backend", "redis://127.0.0.1:9/0"], "cannot reach Redis"),
     (["serve", "--backend", "redis://127.0.0.1:9/0", "--token", "a=b"], "--key-file"),
+    (["serve", "--backend", "REDIS://127.0.0.1:9/0", "--token", "a=b"], "--key-file"),
+    (["serve", "--backend", "unix:///tmp/none.sock", "--token", "a=b"], "--key-file"),
+    (["serve", "--host", "nonexistent.invalid"], "cannot listen on nonexistent.invalid"),
+    (["worker", "--backend", "redis://127.0.0.1:9/0?max_connections=abc"], "--backend"),
 ])
 def test_unreachable_things_are_one_line_errors(args, says, capsys):
     code, _, err = in_process(args, capsys)
@@ -734,9 +740,24 @@ def test_a_story_without_redis_names_the_package(tmp_path):
     assert "install the redis-server package" in one_line(result.stderr)
 
 
-def test_a_task_id_may_begin_with_a_dash():
-    args = demo.parse_args(["task", "status", "-hbtzDkHkwWOlq-vkH_Dlp8RfyaTp8g1Rrr6k4XSF34"])
-    assert args.task_id == "-hbtzDkHkwWOlq-vkH_Dlp8RfyaTp8g1Rrr6k4XSF34"
+def test_a_task_id_may_begin_with_a_dash_wherever_it_stands():
+    an_id = "-hbtzDkHkwWOlq-vkH_Dlp8RfyaTp8g1Rrr6k4XSF34"
+    for argv in (["task", "status", an_id], ["task", "status", an_id, "--url", "http://h/mcp"],
+                 ["task", "result", "--timeout", "5", an_id, "--token", "t"]):
+        assert demo.parse_args(argv).task_id == an_id, argv
+
+
+def test_a_short_or_unreadable_key_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    from fastmcp_tasks.settings import tasks_settings
+    from pydantic import SecretStr
+
+    (tmp_path / "bytes").write_bytes(b"\xff\xfe" * 20)
+    code, _, err = in_process(["worker", "--backend", "redis://127.0.0.1:9/0", "--key-file",
+                               str(tmp_path / "bytes")], capsys)
+    assert code == 1 and "cannot read --key-file" in one_line(err)
+    monkeypatch.setattr(tasks_settings, "encryption_key", SecretStr("x"))  # as from the env
+    code, _, err = in_process(["worker", "--backend", "redis://127.0.0.1:9/0"], capsys)
+    assert code == 1 and "holds 1 characters: use at least 32" in one_line(err)
 
 
 @pytest.mark.parametrize("args, says", [
@@ -748,6 +769,12 @@ def test_a_task_id_may_begin_with_a_dash():
     (["task", "submit", "--seconds", "nan"], "must be from 0 to 3600"),
     (["task", "submit", "--steps", "0"], "must be from 1 to 1000"),
     (["serve", "--port", "99999"], "must be from 1 to 65535"),
+    (["serve", "--backend", "http://x"], "--backend takes memory:// or redis://"),
+    (["serve", "--host", ""], "--host takes an address"),
+    (["serve", "--token", "a=t", "--token", "b=t"], "the same token"),
+    (["task", "status", "--url", "notaurl", "an-id"], "not an http:// URL"),
+    (["task", "status", "--url", "http://[::1", "an-id"], "--url"),
+    (["task", "submit", "--label", "x" * 101], "takes 1 to 100 characters"),
 ])
 def test_bad_distributed_arguments_exit_2(args, says, capsys):
     code, _, err = in_process(args, capsys)
@@ -1463,3 +1490,43 @@ def test_a_lesson_server_holds_the_tools_themselves_not_a_mount_of_them():
     kinds, providers = asyncio.run(story())
     assert kinds == {"FunctionTool"}
     assert not [p for p in providers if type(p).__name__ == "FastMCPProvider"]
+
+
+@needs_redis
+def test_a_client_reads_through_a_redis_restart_and_a_busy_port_is_one_line():
+    async def story():
+        async with demo.child_processes():
+            port, folder = demo.free_port(), tempfile.mkdtemp(prefix="tasks-demo-redis-")
+            demo.FOLDERS.append(folder)
+            redis = demo.redis_process(port, True, folder)
+            await redis.expect("Ready to accept connections")
+            backend = f"redis://127.0.0.1:{port}/0"
+            async with demo.serving(backend=backend) as server, demo.on_http(server) as url:
+                task_id = (await asyncio.to_thread(rpc, url, "tools/call", {
+                    "name": "work", "arguments": {"label": "on", "seconds": 4, "steps": 4}},
+                    "work"))[1]["result"]["taskId"]
+                result = demo.Child.demo("result", "task", "result", "--url", url, task_id)
+                await asyncio.sleep(3)  # the client is waiting, and then the store goes away
+                redis.process.terminate()
+                await asyncio.to_thread(redis.process.wait)
+                await asyncio.sleep(1)
+                redis = demo.redis_process(port, True, folder)
+                await redis.expect("Ready to accept connections")
+                await result.finish(timeout=60)
+                with socket.socket() as taken:
+                    taken.bind(("127.0.0.1", 0))
+                    taken.listen()
+                    busy = await asyncio.to_thread(
+                        script, "worker", "--backend", backend,
+                        "--metrics-port", str(taken.getsockname()[1]))
+            return result.lines, busy
+
+    import socket
+    import tempfile
+
+    said, busy = asyncio.run(asyncio.wait_for(story(), 120))
+    assert any("task store unavailable" in line and line.endswith("reading again")
+               for line in said), said
+    assert json.loads(said[-1])["label"] == "on"  # the result, after the outage
+    assert busy.returncode == 1
+    assert "--metrics-port: cannot listen on 127.0.0.1" in one_line(busy.stderr)
