@@ -961,8 +961,8 @@ async def priority(scale: float, bulk: int = 6) -> Observed:
         ideal=math.ceil(bulk / BULK_SLOTS) * seconds,
         checks={f"bulk never held more than {BULK_SLOTS} slots":
                 JOURNAL.most_at_once(ids) == BULK_SLOTS,
-                "the interactive task started before any bulk task ended (so freed a slot)":
-                JOURNAL.time(urgent.task_id, "start") < min(JOURNAL.time(i, "done") for i in ids),
+                "the interactive task overtook bulk tasks queued before it":
+                JOURNAL.time(urgent.task_id, "start") < max(JOURNAL.time(i, "start") for i in ids),
                 "every bulk task completed": all(JOURNAL.of(i) == ["start", "done"] for i in ids)},
         facts={"urgent_waited_ms": (JOURNAL.time(urgent.task_id, "start") - asked) * 1000,
                "bulk_started_at_s": sorted(JOURNAL.time(i, "start") - t0 for i in ids)})
