@@ -2289,14 +2289,6 @@ async def tally(backend: str, url: str, reports: list[dict], struck: dict, probe
                 unexplained.append(task_id)
             reruns[task_id[:8]] = why
     latencies = sorted(t for state, t, _ in ended.values() if state == "completed")
-    seen, times = {}, sorted(at for at, _, _ in struck.values()) + [math.inf]
-    for fault, (at, _, _) in struck.items():  # what the probe saw, until the next fault
-        until = min(at + 10, next(t for t in times if t > at))
-        window = [(start, took, ok) for start, took, ok in probes if at - 0.1 <= start < until]
-        failed = [start for start, _, ok in window if not ok]
-        seen[fault] = (f"requests failed for {failed[-1] - failed[0] + 0.05:.1f} s "
-                       f"({len(failed)} of {len(window)}), then answered" if failed else
-                       f"no request failed (slowest {max(t for _, t, _ in window):.2f} s)")
     return {
         "submitted": len(ended),
         "completed": sum(1 for s, _, _ in ended.values() if s == "completed"),
@@ -2315,10 +2307,24 @@ async def tally(backend: str, url: str, reports: list[dict], struck: dict, probe
                                          if s == "completed")),
         "retried_requests": sum(r["retried"] for r in reports),
         "faults_at_s": {f: round(at, 1) for f, (at, _, _) in struck.items()},
-        "what_a_client_saw": seen,
+        "what_a_client_saw": client_view(struck, probes),
         "submit_to_result_p50_s": latencies[len(latencies) // 2] if latencies else None,
         "submit_to_result_p99_s": latencies[int(len(latencies) * 0.99)] if latencies else None,
     }
+
+
+def client_view(struck: dict, probes: list[tuple[float, float, bool]]) -> dict[str, str]:
+    """What the probe client saw of each fault, from when it struck until the next one."""
+    seen, times = {}, sorted(at for at, _, _ in struck.values()) + [math.inf]
+    for fault, (at, _, _) in struck.items():
+        until = min(at + 10, next(t for t in times if t > at))
+        window = [(start, took, ok) for start, took, ok in probes if at - 0.1 <= start < until]
+        failed = [start for start, _, ok in window if not ok]
+        seen[fault] = (f"requests failed for {failed[-1] - failed[0] + 0.05:.1f} s "
+                       f"({len(failed)} of {len(window)}), then answered" if failed else
+                       f"no request failed (slowest {max(t for _, t, _ in window):.2f} s)"
+                       if window else "the next fault struck before a request went out")
+    return seen
 
 
 # --------------------------------------------------------------------------

@@ -677,6 +677,16 @@ def test_replicas_any_replica_answers_and_one_may_die():
     assert not our_children()
 
 
+def test_what_a_client_saw_of_faults_that_struck_close_together():
+    # Two faults 50 ms apart: the first one's window holds no request.
+    struck = {"paused": (4.0, 1, 0.0), "redis": (4.05, 2, 0.0), "worker": (20.0, 3, 0.0)}
+    probes = [(4.2, 0.01, False), (4.45, 0.01, False), (4.6, 0.02, True), (20.5, 0.3, True)]
+    assert demo.client_view(struck, probes) == {
+        "paused": "the next fault struck before a request went out",
+        "redis": "requests failed for 0.3 s (2 of 3), then answered",
+        "worker": "no request failed (slowest 0.30 s)"}
+
+
 @needs_haproxy
 def test_soak_a_killed_worker_a_paused_one_and_a_redis_restart_lose_and_change_nothing():
     seen = run(demo.soak, 0.25, tasks=30, faults=("worker", "paused", "redis"))
