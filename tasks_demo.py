@@ -2187,19 +2187,31 @@ async def soak(scale: float, tasks: int = 120, clients: int = 2, faults: tuple =
                 victim.kill()  # SIGKILL: no goodbye
             return victim.process.pid
 
-        def restart(fault: str) -> None:
+        def restart(fault: str) -> None:  # (a killed worker or replica: `supervise`)
             if fault == "paused":
                 paused[0].process.send_signal(signal.SIGCONT)
-            elif fault == "worker":
-                workers[0] = Child.demo("worker 1 again", "worker", "--backend", backend,
-                                        "--journal")
-            elif fault == "replica":
-                old_port = servers[0][1].split(":")[2].split("/")[0]
-                servers[0] = (Child.demo("replica 1 again", "serve", "--port", old_port,
-                                         "--backend", backend, "--no-worker"), servers[0][1])
-            else:
+            elif fault == "redis":
                 nonlocal redis
                 redis = redis_process(port, persistent, folder)
+
+        async def supervise() -> None:
+            """Start a worker or replica that exited again a second later, as systemd
+            or Kubernetes would: killed, or started while Redis was down (it exits)."""
+            exited: dict[int, float] = {}
+            while True:
+                for i, child in enumerate([*workers, *(c for c, _ in servers)]):
+                    if child.process.poll() is None or now() - exited.setdefault(
+                            child.process.pid, now()) < 1:
+                        continue
+                    if i < len(workers):
+                        workers[i] = Child.demo(f"worker {i + 1} again", "worker",
+                                                "--backend", backend, "--journal")
+                    else:
+                        j, served = i - len(workers), servers[i - len(workers)][1]
+                        servers[j] = (Child.demo(f"replica {j + 1} again", "serve", "--port",
+                                                 str(urllib.parse.urlsplit(served).port),
+                                                 "--backend", backend, "--no-worker"), served)
+                await asyncio.sleep(0.1)
 
         async def running(worker: Child, since: float = math.inf) -> bool:
             """A body of its has started (less than `since` seconds ago), not ended."""
@@ -2220,10 +2232,11 @@ async def soak(scale: float, tasks: int = 120, clients: int = 2, faults: tuple =
         from redis.asyncio import Redis
 
         journal = Redis.from_url(backend, decode_responses=True)
-        watching = asyncio.create_task(probe())
+        watching = [asyncio.create_task(probe()), asyncio.create_task(supervise())]
         await asyncio.gather(*(strike(f, over * (0.15 + 0.2 * i)) for i, f in enumerate(faults)))
         reports = [json.loads((await c.finish(timeout=over + 120)).strip()) for c in loads]
-        watching.cancel()
+        for watcher in watching:
+            watcher.cancel()
         deadline = now() + 60  # the paused worker's own runs end late: let them
         while "paused" in faults and await running(paused[0]) and now() < deadline:
             await asyncio.sleep(0.2)
