@@ -366,7 +366,7 @@ async def deep_research(
 
 import re  # noqa: E402  (the lessons' own imports: the server above needs none of these)
 import secrets  # noqa: E402
-from collections import OrderedDict  # noqa: E402
+from collections import OrderedDict, deque  # noqa: E402
 from collections.abc import AsyncIterator, Awaitable  # noqa: E402
 from contextlib import asynccontextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -386,12 +386,65 @@ from fastmcp_tasks.client_models import (  # noqa: E402
 from mcp_types import REQUEST_TIMEOUT  # noqa: E402
 
 # ==========================================================================
-# The lessons' servers: a fresh copy of `mcp` each
+# How the lessons watch the server
 # ==========================================================================
 # A client knows only what the protocol tells it. To check more (the body ran
 # while nobody was connected, once, stopped when cancelled, never more than N
-# at once), each tool body here also notes in JOURNAL (below MACHINERY) when it
-# starts and how it ends; the lessons read those notes beside what clients saw.
+# at once), every lesson's server notes when each body starts and how it ends.
+
+
+def now() -> float:
+    return time.perf_counter()
+
+
+@dataclass
+class Journal:
+    events: deque = field(default_factory=lambda: deque(maxlen=10_000))  # (time, task, event)
+
+    async def note(self, key: str, event: str) -> None:  # (async: Redis, for the stories)
+        self.events.append((now(), key, event))
+
+    def of(self, key: str) -> list[str]:  # start, then done, cancelled or raised
+        return [event for _, k, event in self.events if k == key]
+
+    def time(self, key: str, event: str) -> float:
+        return next(at for at, k, e in self.events if k == key and e == event)
+
+    async def end_of(self, key: str, timeout: float) -> str | None:
+        deadline = now() + timeout
+        while not (ended := [e for e in self.of(key) if e != "start"]) and now() < deadline:
+            await asyncio.sleep(0.005)
+        return ended[-1] if ended else None
+
+    def most_at_once(self, keys: list[str]) -> int:
+        running = peak = 0
+        for _, _, event in sorted(e for e in self.events if e[1] in keys):
+            running += 1 if event == "start" else -1
+            peak = max(peak, running)
+        return peak
+
+
+JOURNAL = Journal()
+
+
+def journaled(body: Callable) -> Callable:
+    @functools.wraps(body)
+    async def noted(*args: Any, **kwargs: Any) -> Any:
+        task, end = get_task_context(), "raised"
+        if task is None:  # a plain call: the lessons' evidence is about tasks
+            return await body(*args, **kwargs)
+        await JOURNAL.note(task.task_id, "start")
+        try:
+            result, end = await body(*args, **kwargs), "done"
+            return result
+        except asyncio.CancelledError:
+            end = "cancelled"
+            raise
+        finally:
+            await JOURNAL.note(task.task_id, end)
+
+    return noted
+
 
 CONCURRENCY = 10  # bodies one process runs at once, unless told otherwise
 
@@ -940,8 +993,8 @@ async def research(scale: float) -> Observed:
 
 # ==========================================================================
 # MACHINERY — you can stop reading here: every lesson is above. Below are
-# the journal, printing, the command line, the stories that start processes
-# (serve, worker, Redis, HAProxy), and the bench.
+# printing, the command line, the stories that start processes (serve,
+# worker, Redis, HAProxy), and the bench.
 # ==========================================================================
 
 
@@ -959,7 +1012,6 @@ import threading  # noqa: E402
 import urllib.error  # noqa: E402
 import urllib.parse  # noqa: E402
 import urllib.request  # noqa: E402
-from collections import deque  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import h11  # noqa: E402
@@ -975,63 +1027,6 @@ from rich.live import Live  # noqa: E402
 from rich.progress_bar import ProgressBar  # noqa: E402
 from rich.spinner import Spinner  # noqa: E402
 from rich.table import Table  # noqa: E402
-
-
-# -- The journal: when each lesson body started and how it ended ------------
-
-
-def now() -> float:
-    return time.perf_counter()
-
-
-@dataclass
-class Journal:
-    events: deque = field(default_factory=lambda: deque(maxlen=10_000))  # (time, task, event)
-
-    async def note(self, key: str, event: str) -> None:  # (async: Redis, for the stories)
-        self.events.append((now(), key, event))
-
-    def of(self, key: str) -> list[str]:  # start, then done, cancelled or raised
-        return [event for _, k, event in self.events if k == key]
-
-    def time(self, key: str, event: str) -> float:
-        return next(at for at, k, e in self.events if k == key and e == event)
-
-    async def end_of(self, key: str, timeout: float) -> str | None:
-        deadline = now() + timeout
-        while not (ended := [e for e in self.of(key) if e != "start"]) and now() < deadline:
-            await asyncio.sleep(0.005)
-        return ended[-1] if ended else None
-
-    def most_at_once(self, keys: list[str]) -> int:
-        running = peak = 0
-        for _, _, event in sorted(e for e in self.events if e[1] in keys):
-            running += 1 if event == "start" else -1
-            peak = max(peak, running)
-        return peak
-
-
-JOURNAL = Journal()
-
-
-def journaled(body: Callable) -> Callable:
-    @functools.wraps(body)
-    async def noted(*args: Any, **kwargs: Any) -> Any:
-        task, end = get_task_context(), "raised"
-        if task is None:  # a plain call: the lessons' evidence is about tasks
-            return await body(*args, **kwargs)
-        await JOURNAL.note(task.task_id, "start")
-        try:
-            result, end = await body(*args, **kwargs), "done"
-            return result
-        except asyncio.CancelledError:
-            end = "cancelled"
-            raise
-        finally:
-            await JOURNAL.note(task.task_id, end)
-
-    return noted
-
 
 DEFAULT_URL = "http://127.0.0.1:8000/mcp"
 CHILDREN: list[subprocess.Popen] = []  # processes a story started: none may outlive it
