@@ -111,8 +111,9 @@ class GuardedFastMCP(FastMCP):
     FASTMCP_HTTP_ALLOWED_HOSTS, or `allowed_hosts=`."""
 
     def http_app(self, *args: Any, **kwargs: Any) -> Any:
-        # On, whatever comes: run_http_async passes FastMCP's default, False.
-        kwargs["host_origin_protection"] = kwargs.get("host_origin_protection") or True
+        # Strict, whatever comes: run_http_async passes FastMCP's default, False,
+        # and "auto" checks Host only on a loopback address, not on 0.0.0.0.
+        kwargs["host_origin_protection"] = True
         app = super().http_app(*args, **kwargs)
         app.add_middleware(RequestBodyLimitMiddleware, max_body_size=MAX_BODY)
         return app

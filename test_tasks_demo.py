@@ -221,6 +221,28 @@ def test_servers_on_one_memory_queue_share_tasks_so_lessons_use_fresh_queues():
     assert asyncio.run(seen_from_second_server(*asyncio.run(two()))).endswith("not found")
 
 
+def test_the_host_guard_is_strict_in_every_mode_a_server_may_be_started_in():
+    # "auto" would check Host only on a loopback address: on 0.0.0.0, no check.
+    async def status_of(mode: object) -> int:
+        app, sent = demo.mcp.http_app(host_origin_protection=mode), []
+        scope = {"type": "http", "method": "POST", "path": "/mcp", "raw_path": b"/mcp",
+                 "query_string": b"", "root_path": "", "scheme": "http", "http_version": "1.1",
+                 "server": ("10.0.0.5", 8000), "client": ("10.0.0.9", 40000),
+                 "headers": [(b"host", b"evil.example.com:8000"),
+                             (b"content-type", b"application/json")]}
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return next(m["status"] for m in sent if m["type"] == "http.response.start")
+
+    assert [asyncio.run(status_of(mode)) for mode in (False, "auto", True)] == [421] * 3
+
+
 def test_the_server_block_alone_runs_under_fastmcp_run_and_guards_itself(tmp_path):
     # Everything above `# END OF SERVER`, copied into a file of its own, served the
     # way FastMCP users serve a module-level server: no `serve`, no demo code.
