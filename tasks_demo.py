@@ -85,11 +85,10 @@ TASK = TaskConfig(mode="optional", poll_interval=POLL_INTERVAL)
 # runs again elsewhere after this long. Docket's default: 5 minutes.
 REDELIVERY_TIMEOUT = timedelta(seconds=5)
 
-# How long a worker with every slot busy waits before it looks for work again.
-# fastmcp-tasks' 50 ms is 5 % of a one-second task; on Redis 10 ms costs nothing
-# when idle (Redis answers a blocked read ~10 times a second anyway) and lifts
-# 1-4 workers from 0.89-0.90 of ideal to 0.92-0.95. In memory, where an idle
-# server would pay 8 % of a core for it (3 % at 50 ms), keep 50 ms.
+# How long a worker with every slot busy waits before it looks for work again:
+# fastmcp-tasks' 50 ms is 5 % of a one-second task. On Redis 10 ms costs an idle
+# worker nothing; in memory it costs an idle server CPU, so 50 ms stays
+# (figures: docs/performance.md).
 def check_interval(backend: str) -> timedelta:
     return timedelta(milliseconds=50 if backend.lower().startswith("memory") else 10)
 
@@ -272,7 +271,8 @@ async def approve(
     and once the client answers (tasks/update) runs again with the answers in
     `ctx.input_responses`. (A 2026-07-28 client that makes a plain call gets the
     same InputRequiredResult inline and calls again with its answers.) A
-    2025-11-25 client makes a plain call that can carry `ctx.elicit()`.
+    2025-11-25 client makes a plain call that can carry `ctx.elicit()`. The
+    `input` lesson shows the task; the tests show the other two.
     """
     question = f"Approve {action!r}?"
     if not ctx.is_background_task and (
@@ -633,7 +633,7 @@ async def compare(scale: float) -> Observed:
 async def await_(scale: float, count: int = 20) -> Observed:
     """Submit tasks at once and await each handle like a coroutine: each result comes back once."""
     async with serving(concurrency=count) as server, Client(server) as client:
-        say(f"{count} tasks of 1 s, submitted together")
+        say(f"{count} tasks of {1 * scale:g} s, submitted together")
         tasks = await asyncio.gather(*(
             call_tool_task(client, "work", {"label": f"T{i}", "seconds": 1 * scale, "steps": 1})
             for i in range(count)))
@@ -865,7 +865,7 @@ async def partial(scale: float, tests: int = 20) -> Observed:
     """Partial results: which tests failed, seen while the suite still runs."""
     t0 = now()
     async with serving() as server, Client(server) as client:
-        say(f"a suite of {tests} tests, 2 s")
+        say(f"a suite of {tests} tests, {2 * scale:g} s")
         task = await call_tool_task(client, "run_tests", {"suite": "checkout", "tests": tests,
                                                           "seconds": 2 * scale})
         samples = await follow(task, t0)
