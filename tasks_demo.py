@@ -1000,6 +1000,7 @@ async def research(scale: float) -> Observed:
 
 
 import argparse  # noqa: E402  (the machinery's imports live with the machinery)
+import difflib  # noqa: E402
 import base64  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
@@ -2989,6 +2990,14 @@ class OneLineErrors(argparse.ArgumentParser):
     """An argparse parser whose errors are a single line and exit status 2."""
 
     def error(self, message: str):  # type: ignore[override]
+        # A mistyped command: the nearest one, not the whole list of 25.
+        typo = re.match(r"argument (\w+): invalid choice: '([^']*)' \(choose from (.*)\)$",
+                        message)
+        if typo:
+            choices = re.findall(r"'([^']*)'", typo[3])
+            near = difflib.get_close_matches(typo[2], choices, n=1)
+            message = (f"argument {typo[1]}: no such choice {typo[2]!r}"
+                       + (f": did you mean {near[0]!r}?" if near else ""))
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 

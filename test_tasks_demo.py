@@ -380,7 +380,16 @@ def test_bad_input_is_one_line_and_exit_2(args, capsys):
 def test_the_script_itself_answers_bad_input_in_one_line():
     result = script("no-such-demo")
     assert result.returncode == 2 and result.stdout == ""
-    assert "invalid choice: 'no-such-demo'" in one_line(result.stderr)
+    assert "no such choice 'no-such-demo' (see --help)" in one_line(result.stderr)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["pol"], "no such choice 'pol': did you mean 'poll'?"),
+    (["task", "lod"], "no such choice 'lod': did you mean 'load'?"),
+])
+def test_a_mistyped_command_gets_the_nearest_one(args, says, capsys):
+    code, _, err = in_process(args, capsys)
+    assert code == 2 and says in one_line(err)
 
 
 def test_ctrl_c_mid_lesson_exits_130_at_once():
