@@ -1000,8 +1000,8 @@ async def research(scale: float) -> Observed:
 
 
 import argparse  # noqa: E402  (the machinery's imports live with the machinery)
-import difflib  # noqa: E402
 import base64  # noqa: E402
+import difflib  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import http.client  # noqa: E402
