@@ -1039,15 +1039,21 @@ class DemoError(Exception):
     """Something to report in one line, without a traceback."""
 
 
-def leave_now(*_: Any) -> None:
-    """Ctrl-C where nothing is worth waiting for: exit 130, take the children along."""
+LEAVE_ON = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, `kill`, terminal closed
+
+
+def leave_now(signum: int = signal.SIGINT, *_: Any) -> None:
+    """Ctrl-C where nothing is worth waiting for: exit 128+N, taking the children
+    and their folders along (a killed parent's children would run on)."""
     for child in CHILDREN:
         child.kill()
+    for folder in FOLDERS:
+        shutil.rmtree(folder, ignore_errors=True)
     sys.stdout.flush()
     if sys.stdout.isatty():
         sys.stdout.write("\x1b[?25h")  # show the cursor a live dashboard hid
     sys.stderr.write("\ninterrupted\n")
-    os._exit(130)
+    os._exit(128 + signum)
 
 
 def free_port() -> int:
@@ -1979,22 +1985,23 @@ backend replicas
 
 
 async def start_balancer(urls: list[str]) -> tuple[Child, str]:
-    """HAProxy, round-robin over `urls`, no stickiness; its config in a temp file."""
+    """HAProxy, round-robin over `urls`, no stickiness; its config in a folder of the story's."""
     if shutil.which("haproxy") is None:
         raise DemoError("this story needs a load balancer: install the haproxy package "
                         "(apt-get install haproxy, brew install haproxy)")
     port = free_port()
     servers = "\n".join(f"    server r{i} {url.split('/')[2]} check inter 200ms fall 1 rise 1"
                         for i, url in enumerate(urls, 1))
-    with tempfile.TemporaryDirectory() as folder:
-        config = Path(folder) / "haproxy.cfg"
-        config.write_text(HAPROXY.format(port=port, servers=servers))
-        balancer = Child("haproxy", "haproxy", "-db", "-f", str(config))
-        deadline = now() + 10
-        while not listening(port):
-            if balancer.process.poll() is not None or now() > deadline:
-                raise DemoError(f"haproxy did not start: {' / '.join(balancer.lines[-3:])}")
-            await asyncio.sleep(0.05)
+    folder = tempfile.mkdtemp(prefix="tasks-demo-haproxy-")
+    FOLDERS.append(folder)
+    config = Path(folder) / "haproxy.cfg"
+    config.write_text(HAPROXY.format(port=port, servers=servers))
+    balancer = Child("haproxy", "haproxy", "-db", "-f", str(config))
+    deadline = now() + 10
+    while not listening(port):
+        if balancer.process.poll() is not None or now() > deadline:
+            raise DemoError(f"haproxy did not start: {' / '.join(balancer.lines[-3:])}")
+        await asyncio.sleep(0.05)
     return balancer, f"http://127.0.0.1:{port}/mcp"
 
 
@@ -3262,11 +3269,13 @@ def main(argv: list[str]) -> int:
             Console(width=None if sys.stdout.isatty() else 160).print(
                 asyncio.run(queue(args.backend)))
         elif args.command == "task":
-            signal.signal(signal.SIGINT, leave_now)  # a client: nothing to hand over
+            for sig in LEAVE_ON:  # a client: nothing to hand over
+                signal.signal(sig, leave_now)
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `task watch ID | head`: just stop
             print(asyncio.run(deadline(task_command, args)))
         elif args.command == "bench":
-            signal.signal(signal.SIGINT, leave_now)
+            for sig in LEAVE_ON:
+                signal.signal(sig, leave_now)
             figures = asyncio.run(bench(args.quick, args.distributed))
             wide = Console(width=None if sys.stdout.isatty() else 160)
             print(json.dumps(figures, indent=2)) if args.json else show_bench(wide, figures)
@@ -3274,7 +3283,8 @@ def main(argv: list[str]) -> int:
             # In memory every task dies with this process anyway: Ctrl-C leaves
             # at once (a story's processes go with it). The failure lesson
             # raises on purpose, and Docket would log each one with a traceback.
-            signal.signal(signal.SIGINT, leave_now)
+            for sig in LEAVE_ON:
+                signal.signal(sig, leave_now)
             for noisy in ("docket", "fastmcp_tasks"):
                 logging.getLogger(noisy).setLevel(logging.CRITICAL)
             options = {k: v for k, v in vars(args).items() if k not in ("command", "scale")}

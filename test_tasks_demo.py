@@ -756,9 +756,12 @@ def test_unreachable_things_are_one_line_errors(args, says, capsys):
     assert code == 1 and says in one_line(err)
 
 
-def test_ctrl_c_during_a_story_leaves_nothing_running():
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_ctrl_c_kill_or_hangup_during_a_story_leaves_nothing_running(sig, tmp_path):
+    # SIGTERM: `kill`, `timeout`, a CI job cancelled; SIGHUP: the terminal closed.
     process = subprocess.Popen([sys.executable, str(HERE / "tasks_demo.py"), "tenants"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "TMPDIR": str(tmp_path)})
     children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
     deadline = time.perf_counter() + 30
     # Until the server is up and a client process started after it.
@@ -766,12 +769,13 @@ def test_ctrl_c_during_a_story_leaves_nothing_running():
         assert time.perf_counter() < deadline and process.poll() is None
         time.sleep(0.05)
     started = [int(pid) for pid in children.read_text().split()]
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=10) == 130
+    process.send_signal(sig)
+    assert process.wait(timeout=10) == 128 + sig
     deadline = time.perf_counter() + 5  # SIGKILL lands at once; /proc may lag
     while any(running(pid) for pid in started) and time.perf_counter() < deadline:
         time.sleep(0.05)
     assert not [pid for pid in started if running(pid)]
+    assert list(tmp_path.iterdir()) == []  # Redis's folder went with it
 
 
 def test_a_story_without_redis_names_the_package(tmp_path):
