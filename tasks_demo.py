@@ -1014,6 +1014,7 @@ import threading  # noqa: E402
 import urllib.error  # noqa: E402
 import urllib.parse  # noqa: E402
 import urllib.request  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import h11  # noqa: E402
@@ -1076,21 +1077,30 @@ def same_press() -> bool:
 
 
 class HttpServer(uvicorn.Server):
-    """uvicorn, whose Ctrl-C drains (running tasks finish; a second leaves) or leaves."""
+    """uvicorn, leaving signals to the caller (`stop_on_signals`, `leave_now`):
+    its own handler restores the previous one on the way out and raises the
+    signal again, and a draining `serve` then never ended."""
 
-    drain = False
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
-    def handle_exit(self, sig: int, frame: Any) -> None:
-        if not self.drain:
-            leave_now()
-        if self.should_exit:  # pressed before: a second press leaves
-            if not same_press():
-                leave_now()
+
+def stop_on_signals(stop: asyncio.Event, drain: bool, then: str = "") -> None:
+    """The first Ctrl-C (or SIGTERM, SIGHUP) drains: `stop` is set, and running
+    tasks finish first. Another leaves at once; with nothing to drain, the first."""
+    def on_signal(signum: int) -> None:
+        if not drain or (stop.is_set() and not same_press()):
+            leave_now(signum)
+        if stop.is_set():
             return
         same_press()  # the first press
-        print("draining: running tasks finish first (Ctrl-C again to leave now)",
-              file=sys.stderr, flush=True)
-        super().handle_exit(sig, frame)
+        print(f"draining: running tasks finish first (Ctrl-C again to leave now{then})",
+              flush=True)
+        stop.set()
+
+    for sig in LEAVE_ON:
+        asyncio.get_running_loop().add_signal_handler(sig, on_signal, sig)
 
 
 SEND_WITHIN = 10.0  # seconds a client has to send a whole request, from its start
@@ -1154,7 +1164,7 @@ def guarded_h11(seconds: float) -> type:
 
 @asynccontextmanager
 async def on_http(server: FastMCP, port: int | None = None, host: str = "127.0.0.1",
-                  drain: bool = False, names: tuple = ()) -> AsyncIterator[str]:
+                  names: tuple = ()) -> AsyncIterator[str]:
     """Serve `server` over streamable HTTP; yield its URL.
 
     Host/Origin protection on: a request whose Host is not this server's
@@ -1173,7 +1183,6 @@ async def on_http(server: FastMCP, port: int | None = None, host: str = "127.0.0
                                     timeout_graceful_shutdown=2, http=guarded_h11(SEND_WITHIN),
                                     timeout_keep_alive=5, limit_concurrency=MAX_CONNECTIONS,
                                     h11_max_incomplete_event_size=MAX_HEADERS))
-    web.drain = drain
     running = asyncio.create_task(web.serve())
     while not web.started:
         if running.done():
@@ -1376,6 +1385,8 @@ async def serve(port: int, host: str, backend: str, worker: bool,
         renewing = asyncio.create_task(renewing_the_key_probe(backend))  # noqa: F841 (held) (held)
     try:  # bind, don't connect: a port in use, or an address not this machine's
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            # As uvicorn binds: a port whose last connections wait in TIME_WAIT is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
     except OSError as error:
         raise DemoError(f"cannot listen on {host}:{port} ({error.strerror or error}): "
@@ -1389,12 +1400,15 @@ async def serve(port: int, host: str, backend: str, worker: bool,
     server = await tasks_server(backend=pooled(backend), queue=QUEUE, auth=auth,
                                 concurrency=CONCURRENCY if worker else 0)
     model_in_place(server)
+    stop = asyncio.Event()
     # In memory the tasks die with the process: nothing to drain, so leave.
-    async with on_http(server, port, host, drain=on_redis, names=names) as url:
+    stop_on_signals(stop, drain=on_redis)
+    async with on_http(server, port, host, names=names) as url:
         print(f"serving {url} pid={os.getpid()} backend={backend} "
               f"worker={'yes' if worker else 'no'} auth={'tokens' if tokens else 'none'}",
               flush=True)
-        await asyncio.Event().wait()
+        await stop.wait()
+    print("drained", flush=True)
 
 
 async def worker(backend: str, journal: bool, metrics: tuple[str, int] | None = None,
@@ -1417,19 +1431,8 @@ async def worker(backend: str, journal: bool, metrics: tuple[str, int] | None = 
     model_in_place(server)
     stop = asyncio.Event()
 
-    def on_signal() -> None:
-        if stop.is_set():
-            if not same_press():
-                leave_now()
-            return
-        same_press()  # the first press
-        print("draining: running tasks finish first (Ctrl-C again to leave now; "
-              f"their tasks then run again elsewhere after {REDELIVERY_TIMEOUT.seconds} s)",
-              flush=True)
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(sig, on_signal)
+    stop_on_signals(stop, drain=True, then="; their tasks then run again elsewhere after "
+                                           f"{REDELIVERY_TIMEOUT.seconds} s")
     with contextlib.ExitStack() as endpoints:
         for flag, address, serving_it in (("--metrics-port", metrics, metrics_server),
                                           ("--health-port", health, healthcheck_server)):

@@ -646,6 +646,42 @@ def test_the_library_worker_command_serves_this_server():
 
 
 @needs_redis
+def test_sigterm_on_a_redis_serve_drains_and_twice_leaves_at_once():
+    async def story():
+        async with demo.child_processes():
+            backend = await demo.start_redis()
+            _, reader = await demo.start_server("--backend", backend, "--no-worker")
+            outcomes = {}
+            for presses in (1, 2):
+                server, url = await demo.start_server("--backend", backend)
+                async with demo.remote(url, None) as client:
+                    task = await demo.call_tool_task(client, "work", {
+                        "label": f"drain-{presses}", "seconds": 3, "steps": 30})
+                    await demo.follow(task, demo.now(), until=demo.past_step(1))
+                for press in range(presses):
+                    server.process.send_signal(signal.SIGTERM)
+                    await server.expect("draining")
+                    await asyncio.sleep(0.6)  # a second, separate signal
+                sent = demo.now()
+                code = await asyncio.to_thread(server.process.wait, 30)
+                left_after = demo.now() - sent
+                async with demo.remote(reader, None) as client:
+                    state = (await (await demo.attach(client, task.task_id, "work")).status()
+                             ).status
+                outcomes[presses] = (code, left_after, state, server.lines[-1])
+            return outcomes
+
+    outcomes = asyncio.run(asyncio.wait_for(story(), 120))
+    code, left_after, state, last = outcomes[1]
+    # Once: its worker finished the running task (3 s of work, ~0.1 s done), then it left.
+    assert (code, state, last) == (0, "completed", "drained") and left_after > 1
+    code, left_after, state, last = outcomes[2]
+    # Twice: at once, the task left running for another worker to take over.
+    assert code == 128 + signal.SIGTERM and left_after < 1.5 and state == "working"
+    assert not our_children()
+
+
+@needs_redis
 def test_ctrl_c_on_a_redis_worker_drains_and_twice_leaves_at_once():
     uv_binary = os.environ.get("UV") or shutil.which("uv")
     if uv_binary is None and not ON_CI:
