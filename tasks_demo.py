@@ -3,6 +3,7 @@
 # dependencies = [  # what this file imports
 #     "fastmcp[tasks]>=4.1.4,<5",
 #     "h11",  # uvicorn's HTTP/1.1 parser: `serve` bounds slow clients with it
+#     "httpx2",  # FastMCP's HTTP client: its errors, when a server goes away, are one line
 #     "mcp",
 #     "mcp-types",
 #     "pydantic",
@@ -1018,6 +1019,7 @@ from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import h11  # noqa: E402
+import httpx2  # noqa: E402
 import uvicorn  # noqa: E402
 from fastmcp.server.auth.providers.jwt import StaticTokenVerifier  # noqa: E402
 from fastmcp.utilities.tasks import TASKS_EXTENSION_ID  # noqa: E402
@@ -1246,11 +1248,11 @@ async def remote(url: str, token: str | None, timeout: float = 30) -> AsyncItera
         if status in (401, 403):
             raise DemoError(f"{url} refused the token (HTTP {status}): check --token") from None
         raise DemoError(f"{url}: {error}") from None
-    except (OSError, RuntimeError) as error:
+    except (OSError, RuntimeError, httpx2.TransportError) as error:
         if isinstance(error, RuntimeError) and "failed to connect" not in str(error):
             raise
-        raise DemoError(f"cannot reach {url} ({error}): is `tasks_demo.py serve` "
-                        "running there? check --url") from None
+        raise DemoError(f"cannot reach {url} ({error or type(error).__name__}): is "
+                        "`tasks_demo.py serve` running there? check --url") from None
 
 
 async def require_redis(url: str) -> None:

@@ -645,6 +645,25 @@ def test_the_library_worker_command_serves_this_server():
     assert not our_children()
 
 
+def test_a_watch_whose_server_goes_away_ends_in_one_line():
+    async def story():
+        async with demo.child_processes():
+            server, url = await demo.start_server()
+            task_id = (await asyncio.to_thread(rpc, url, "tools/call", {
+                "name": "work", "arguments": {"label": "gone", "seconds": 30}},
+                "work"))[1]["result"]["taskId"]
+            watch = demo.Child.demo("watch", "task", "watch", "--url", url, task_id)
+            await watch.expect("step")  # it is following the task
+            server.kill()
+            code = await asyncio.to_thread(watch.process.wait, 30)
+            await asyncio.to_thread(watch._reader.join)
+            return code, watch.lines
+
+    code, said = asyncio.run(asyncio.wait_for(story(), 90))
+    assert code == 1 and not any("Traceback" in line for line in said), said
+    assert said[-1].startswith("tasks_demo.py: error: cannot reach http://127.0.0.1:"), said
+
+
 @needs_redis
 def test_sigterm_on_a_redis_serve_drains_and_twice_leaves_at_once():
     async def story():
