@@ -1110,6 +1110,24 @@ MAX_CONNECTIONS = 1000  # open at once, idle ones included
 MAX_HEADERS = 16 * 1024  # bytes of request line and headers (every header goes into a task)
 
 
+class HeaderCap:
+    """431 for a request whose line and headers exceed MAX_HEADERS. (uvicorn's
+    h11 limit bounds only headers that arrive in pieces: a 60 KB block in one
+    read passed it.)"""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and len(scope.get("raw_path", b"")) + sum(
+                len(name) + len(value) for name, value in scope["headers"]) > MAX_HEADERS:
+            await send({"type": "http.response.start", "status": 431,
+                        "headers": [(b"content-length", b"0"), (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await self.app(scope, receive, send)
+
+
 def guarded_h11(seconds: float) -> type:
     """uvicorn's HTTP/1.1 protocol, with a deadline for a whole request.
 
@@ -1181,7 +1199,7 @@ async def on_http(server: FastMCP, port: int | None = None, host: str = "127.0.0
     # Idle and slow clients are bounded: a whole request within SEND_WITHIN, its
     # headers to MAX_HEADERS, 5 s idle between requests, and past MAX_CONNECTIONS
     # open at once, new requests get 503 until some close.
-    web = HttpServer(uvicorn.Config(app, host=host, port=port, log_level="warning",
+    web = HttpServer(uvicorn.Config(HeaderCap(app), host=host, port=port, log_level="warning",
                                     timeout_graceful_shutdown=2, http=guarded_h11(SEND_WITHIN),
                                     timeout_keep_alive=5, limit_concurrency=MAX_CONNECTIONS,
                                     h11_max_incomplete_event_size=MAX_HEADERS))

@@ -1630,3 +1630,16 @@ def test_a_client_reads_through_a_redis_restart_and_a_busy_port_is_one_line():
     assert json.loads(said[-1])["label"] == "on"  # the result, after the outage
     assert busy.returncode == 1
     assert "--metrics-port: cannot listen on 127.0.0.1" in one_line(busy.stderr)
+
+
+def test_headers_over_the_cap_are_refused_whole_or_in_pieces():
+    # One block of 60 KB arrives in a single read: h11's own limit let it through.
+    async def story():
+        async with demo.serving() as server, demo.on_http(server) as url:
+            ping = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list",
+                               "params": {"_meta": MODERN}}).encode()
+            return [(await asyncio.to_thread(post, url, ping, **{
+                "mcp-method": "tools/list", "x-padding": "a" * size}))[0]
+                for size in (1000, demo.MAX_HEADERS, 60_000)]
+
+    assert asyncio.run(asyncio.wait_for(story(), 60)) == [200, 431, 431]
