@@ -645,25 +645,6 @@ def test_the_library_worker_command_serves_this_server():
     assert not our_children()
 
 
-def test_a_watch_whose_server_goes_away_ends_in_one_line():
-    async def story():
-        async with demo.child_processes():
-            server, url = await demo.start_server()
-            task_id = (await asyncio.to_thread(rpc, url, "tools/call", {
-                "name": "work", "arguments": {"label": "gone", "seconds": 30}},
-                "work"))[1]["result"]["taskId"]
-            watch = demo.Child.demo("watch", "task", "watch", "--url", url, task_id)
-            await watch.expect("step")  # it is following the task
-            server.kill()
-            code = await asyncio.to_thread(watch.process.wait, 30)
-            await asyncio.to_thread(watch._reader.join)
-            return code, watch.lines
-
-    code, said = asyncio.run(asyncio.wait_for(story(), 90))
-    assert code == 1 and not any("Traceback" in line for line in said), said
-    assert said[-1].startswith("tasks_demo.py: error: cannot reach http://127.0.0.1:"), said
-
-
 @needs_redis
 def test_sigterm_on_a_redis_serve_drains_and_twice_leaves_at_once():
     async def story():
@@ -677,6 +658,10 @@ def test_sigterm_on_a_redis_serve_drains_and_twice_leaves_at_once():
                     task = await demo.call_tool_task(client, "work", {
                         "label": f"drain-{presses}", "seconds": 3, "steps": 30})
                     await demo.follow(task, demo.now(), until=demo.past_step(1))
+                if presses == 2:  # a client following the task through this server
+                    watch = demo.Child.demo("watch", "task", "watch", "--url", url,
+                                            task.task_id)
+                    await watch.expect("step")
                 for press in range(presses):
                     server.process.send_signal(signal.SIGTERM)
                     await server.expect("draining")
@@ -688,15 +673,19 @@ def test_sigterm_on_a_redis_serve_drains_and_twice_leaves_at_once():
                     state = (await (await demo.attach(client, task.task_id, "work")).status()
                              ).status
                 outcomes[presses] = (code, left_after, state, server.lines[-1])
-            return outcomes
+            watched = (await asyncio.to_thread(watch.process.wait, 30), watch.lines)
+            return outcomes, watched
 
-    outcomes = asyncio.run(asyncio.wait_for(story(), 120))
+    outcomes, (watch_code, watch_said) = asyncio.run(asyncio.wait_for(story(), 120))
     code, left_after, state, last = outcomes[1]
     # Once: its worker finished the running task (3 s of work, ~0.1 s done), then it left.
     assert (code, state, last) == (0, "completed", "drained") and left_after > 1
     code, left_after, state, last = outcomes[2]
     # Twice: at once, the task left running for another worker to take over.
     assert code == 128 + signal.SIGTERM and left_after < 1.5 and state == "working"
+    # Its server gone, the watching client ends in one line (not an httpx2 traceback).
+    assert watch_code == 1 and not any("Traceback" in line for line in watch_said)
+    assert watch_said[-1].startswith("tasks_demo.py: error: cannot reach http://"), watch_said
     assert not our_children()
 
 
