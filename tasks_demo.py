@@ -78,37 +78,33 @@ from redis.exceptions import RedisError
 # seen done at ~5 s; at 20 ms (the client's floor), ~20 ms late, for 50 tasks/get
 # a second per waiting client. For hour-long tasks choose seconds.
 POLL_INTERVAL = timedelta(milliseconds=20)
-
 # `optional`: a task when the client asks for one, a plain call otherwise.
 TASK = TaskConfig(mode="optional", poll_interval=POLL_INTERVAL)
-
 # On Redis, a task whose worker stops renewing its claim (it died, or only froze)
 # runs again elsewhere after this long. Docket's default: 5 minutes.
 REDELIVERY_TIMEOUT = timedelta(seconds=5)
 
-# How long a worker with every slot busy waits before it looks for work again:
-# fastmcp-tasks' 50 ms is 5 % of a one-second task. On Redis 10 ms costs an idle
-# worker nothing; in memory it costs an idle server CPU, so 50 ms stays
-# (figures: docs/performance.md).
+
+# How long a worker with every slot busy waits to look for work again: on Redis
+# 10 ms costs nothing; in memory less than fastmcp-tasks' 50 ms costs an idle
+# server CPU (figures: docs/performance.md).
 def check_interval(backend: str) -> timedelta:
     return timedelta(milliseconds=50 if backend.lower().startswith("memory") else 10)
 
 # A task holds a worker slot while it runs: input limits are capacity limits.
 MAX_SECONDS, MAX_STEPS = 3600, 1000
 TIME_LIMIT = timedelta(seconds=MAX_SECONDS + 60)  # wall clock, whatever the inputs
-# A body over this is refused (413) unread: parsed, JSON takes tens of times its
-# size (4 MiB of `{}`, the MCP SDK's own cap, is a million dicts). The largest
-# call these tools take is under 8 kB.
+# Bodies over this are refused (413) unread: parsed JSON takes tens of times its
+# size (4 MiB of `{}`, the SDK's cap, is a million dicts). Ours need under 8 kB.
 MAX_BODY = 16 * 1024
 Seconds = Annotated[float, Field(description="how long it takes", ge=0, le=MAX_SECONDS,
                                  allow_inf_nan=False)]
 
 
 class GuardedFastMCP(FastMCP):
-    """FastMCP whose HTTP app, however it is served (`fastmcp run`, run_http_async,
-    `serve` below), refuses a Host or Origin not its own (DNS rebinding: FastMCP
-    leaves that check off) and a body over MAX_BODY. More host names:
-    FASTMCP_HTTP_ALLOWED_HOSTS, or `allowed_hosts=`."""
+    """FastMCP whose HTTP app, however it is served, refuses a body over MAX_BODY
+    and a Host or Origin not its own (DNS rebinding: FastMCP leaves that check
+    off). More host names: FASTMCP_HTTP_ALLOWED_HOSTS, or `allowed_hosts=`."""
 
     def http_app(self, *args: Any, **kwargs: Any) -> Any:
         # Strict, whatever comes: run_http_async passes FastMCP's default, False,
@@ -127,6 +123,7 @@ BACKEND = os.environ.get("FASTMCP_DOCKET_URL", "memory://")
 mcp.add_extension(TasksExtension(name="tasks-demo", redelivery_timeout=REDELIVERY_TIMEOUT,
                                  minimum_check_interval=check_interval(BACKEND)))
 
+
 async def stored(run: Any, command: Callable) -> Any:
     """A command to Docket's store, retried for ~6 s: a Redis restart takes about one."""
     for pause in (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, None):
@@ -140,8 +137,7 @@ async def stored(run: Any, command: Callable) -> Any:
 
 
 async def report(ctx: Context, progress: float, total: float | None, message: str) -> None:
-    """Progress, best-effort: a status message lost while the store blinks (a Redis
-    restart) is no reason to fail the work, nor to stop it."""
+    """Progress, best-effort: a status lost while the store blinks is no reason to fail."""
     with contextlib.suppress(RedisError):
         await ctx.report_progress(progress, total, message)
 
@@ -167,15 +163,12 @@ AS_JSON = TypeAdapter(Any)
 def task_body(tool: Callable) -> Callable:
     """Announce the body; stop it at TIME_LIMIT; let its first completion stand.
 
-    Queued or running? Both are `working`: a body's first act is a status
+    Queued and running are both `working`: a body's first act is a status
     message, so a `working` task without one has not started. On Redis a task
-    runs at least once: a worker that stops renewing its claim (killed, or only
-    paused by a GC pause or a VM stall) has it run again elsewhere, the paused
-    run may still finish, and Docket keeps the last result written. So a run
-    commits its result by SET NX under the task id: the store decides which run
-    was first, not a lease the paused run cannot know it lost. The effect that
-    goes with it (an outbox line; your email or payment) is keyed by the task
-    id in the same atomic step, so it happens once.
+    runs at least once (a worker that stops renewing its claim, killed or only
+    paused, has it run again elsewhere; Docket keeps the last result written),
+    so a run commits by SET NX under the task id, and the effect that goes with
+    it (an outbox line; your email) in the same atomic step: it happens once.
     """
 
     @functools.wraps(tool)
@@ -267,13 +260,10 @@ async def approve(
 ) -> str | InputRequiredResult:
     """Ask the client to approve `action`, then report the decision.
 
-    In a task no open request can carry a question: the body *returns* an
-    InputRequiredResult, the task parks in `input_required` holding no worker,
-    and once the client answers (tasks/update) runs again with the answers in
-    `ctx.input_responses`. (A 2026-07-28 client that makes a plain call gets the
-    same InputRequiredResult inline and calls again with its answers.) A
-    2025-11-25 client makes a plain call that can carry `ctx.elicit()`. The
-    `input` lesson shows the task; the tests show the other two.
+    A task *returns* an InputRequiredResult: it parks in `input_required`,
+    holding no worker, and once the client answers (tasks/update) runs again
+    with the answers in `ctx.input_responses` (a 2026-07-28 plain call gets the
+    same, inline). A 2025-11-25 client's plain call can carry `ctx.elicit()`.
     """
     question = f"Approve {action!r}?"
     if not ctx.is_background_task and (
@@ -337,34 +327,9 @@ async def reindex(
     return {"shard": shard, "pid": os.getpid()}
 
 
-# Deep research, mocked. With a real model in its place (`research --model`),
-# each step of the agent is a status message: docs/real-model.md.
-@mcp.tool(task=TASK)
-@task_body
-async def deep_research(
-    topic: Annotated[str, Field(description="what to research", max_length=200)],
-    sources: Annotated[int, Field(description="sources to search", ge=1, le=10)] = 3,
-    seconds: Seconds = 2.0,
-    ctx: Context = CurrentContext(),
-) -> dict:
-    """Plan, search `sources` in parallel, analyse: one task, `seconds` long."""
-    await report(ctx, 0, 3, f"planning {sources} searches")
-    await asyncio.sleep(seconds / 4)
-    await report(ctx, 1, 3, f"searching {sources} sources in parallel")
-    found = await asyncio.gather(*(asyncio.sleep(seconds / 2, f"{topic}: finding {i + 1}")
-                                   for i in range(sources)))  # a search, mocked
-    await report(ctx, 2, 3, "analysing findings")
-    await asyncio.sleep(seconds / 4)
-    return {"topic": topic, "sources": len(found), "findings": found,
-            "summary": f"{len(found)} findings on {topic}, all consistent"}
-
-
-
-
 # END OF SERVER --------- copy everything above into your own file and it runs
-# (`serve`, below, adds what a deployment wants on top: task-store errors named
-# within a deadline and ids checked (TaskRequests), bounds on slow clients,
-# a bigger Redis pool; docs/deployment.md.)
+# (`serve`, below, adds what a deployment wants: store errors named within a
+# deadline, ids checked, slow clients bounded; docs/deployment.md.)
 
 import re  # noqa: E402  (the lessons' own imports: the server above needs none of these)
 import secrets  # noqa: E402
@@ -379,12 +344,8 @@ from fastmcp.server.middleware import Middleware  # noqa: E402
 from fastmcp.server.middleware.rate_limiting import RateLimitError, TokenBucketRateLimiter  # noqa: E402,E501
 from fastmcp.tools.function_tool import FunctionTool  # noqa: E402
 from fastmcp_tasks import ToolTask, call_tool_task  # noqa: E402
-from fastmcp_tasks.client_models import (  # noqa: E402
-    ClientCreateTaskResult,
-    ClientGetTaskResult,
-    GetTaskRequest,
-    GetTaskRequestParams,
-)
+from fastmcp_tasks.client_models import ClientCreateTaskResult, ClientGetTaskResult  # noqa: E402
+from fastmcp_tasks.client_models import GetTaskRequest, GetTaskRequestParams  # noqa: E402
 from mcp_types import REQUEST_TIMEOUT  # noqa: E402
 
 # ==========================================================================
@@ -392,41 +353,11 @@ from mcp_types import REQUEST_TIMEOUT  # noqa: E402
 # ==========================================================================
 # A client knows only what the protocol tells it. To check more (the body ran
 # while nobody was connected, once, stopped when cancelled, never more than N
-# at once), every lesson's server notes when each body starts and how it ends.
-
-
-def now() -> float:
-    return time.perf_counter()
-
-
-@dataclass
-class Journal:
-    events: deque = field(default_factory=lambda: deque(maxlen=10_000))  # (time, task, event)
-
-    async def note(self, key: str, event: str) -> None:  # (async: Redis, for the stories)
-        self.events.append((now(), key, event))
-
-    def of(self, key: str) -> list[str]:  # start, then done, cancelled or raised
-        return [event for _, k, event in self.events if k == key]
-
-    def time(self, key: str, event: str) -> float:
-        return next(at for at, k, e in self.events if k == key and e == event)
-
-    async def end_of(self, key: str, timeout: float) -> str | None:
-        deadline = now() + timeout
-        while not (ended := [e for e in self.of(key) if e != "start"]) and now() < deadline:
-            await asyncio.sleep(0.005)
-        return ended[-1] if ended else None
-
-    def most_at_once(self, keys: list[str]) -> int:
-        running = peak = 0
-        for _, _, event in sorted(e for e in self.events if e[1] in keys):
-            running += 1 if event == "start" else -1
-            peak = max(peak, running)
-        return peak
-
-
-JOURNAL = Journal()
+# at once), every lesson's server notes in JOURNAL when each body starts and
+# how it ends. The lessons read it four ways: JOURNAL.of(id) → ["start",
+# "done"] ("cancelled", "raised"); .time(id, "start"); .most_at_once(ids);
+# .end_of(id, timeout), waiting for the end. (The Journal: below MACHINERY.)
+now = time.perf_counter  # the lessons' clock
 
 
 def journaled(body: Callable) -> Callable:
@@ -456,8 +387,7 @@ async def tasks_server(*, backend: str = "memory://", queue: str | None = None,
                        auth: Any = None) -> FastMCP:
     """The tools of `mcp`, journaled, on a server with its own queue (servers on one
     backend and queue share their tasks) running `concurrency` bodies at once."""
-    # Below MACHINERY: TaskRequests (store errors named, deadlines, ids checked)
-    # and with_schema_lookup (no tools/list behind each tools/call).
+    # TaskRequests and with_schema_lookup, below MACHINERY: what `serve` adds.
     server = GuardedFastMCP("tasks-demo", auth=auth, middleware=[TaskRequests(), *middleware])
     server.add_extension(TasksExtension(
         url=backend, name=queue or f"lesson-{secrets.token_hex(4)}",
@@ -465,8 +395,8 @@ async def tasks_server(*, backend: str = "memory://", queue: str | None = None,
         minimum_check_interval=check_interval(backend)))
     for tool in await mcp.list_tools(run_middleware=False):
         if isinstance(tool, FunctionTool) and hasattr(tool.fn, "__wrapped__"):
-            # Journaled inside task_body: after its announcement, and a run
-            # that finds its result standing does not count as a run.
+            # Journaled inside task_body: a run that finds its result standing
+            # (a rerun on Redis) does not count as a run.
             tool = tool.model_copy(update={"fn": task_body(journaled(tool.fn.__wrapped__))})
         server.add_tool(tool)
     with_schema_lookup(server)
@@ -476,8 +406,8 @@ async def tasks_server(*, backend: str = "memory://", queue: str | None = None,
 @asynccontextmanager
 async def serving(**options: Any) -> AsyncIterator[FastMCP]:
     """A fresh server that runs on while clients come and go, as a deployed one does.
-    (In memory, its lifespan and Docket worker would end with the last client;
-    the lesson holds it open with the call the transport makes: no public one.)"""
+    (In memory its lifespan, and Docket's worker, would end with the last client:
+    the lesson holds it open as the transport does; there is no public call.)"""
     server = await tasks_server(**options)
     async with server._lifespan_manager():
         yield server
@@ -491,13 +421,9 @@ TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 
 async def attach(client: Client, task_id: str, tool_name: str) -> ToolTask:
-    """A handle on a task by its id, from any client: "attach".
-
-    fastmcp has no such call; a ToolTask comes only from call_tool_task. But a
-    handle is just (client, tool name, the server's record of the task), so
-    ask for the record with tasks/get and build one. An unknown or expired id
-    fails here with the server's "not found".
-    """
+    """A handle on a task from its id alone. fastmcp has no such call, but a handle is
+    (client, tool name, the task's record): tasks/get the record and build one. An
+    unknown or expired id fails here with the server's "not found"."""
     request = GetTaskRequest(params=GetTaskRequestParams(task_id=task_id))
     record = await client.session.send_request(request, ClientGetTaskResult)
     created = ClientCreateTaskResult.model_validate(
@@ -519,10 +445,9 @@ async def wait(task: ToolTask, timeout: float) -> ClientGetTaskResult:
 
 @dataclass
 class Sample:
-    """One tasks/get, as a client saw it."""
-
-    asked: float  # seconds since the lesson started, when the request went out
-    at: float  # ... when the answer came
+    """One tasks/get as a client saw it: sent and answered (seconds since t0)."""
+    asked: float
+    at: float
     state: str  # see state_of
     message: str | None
 
@@ -580,15 +505,13 @@ class Observed:
 
 
 LESSONS: dict[str, Callable[..., Awaitable[Observed]]] = {}
+LISTENERS: list[Callable[[str], None]] = []  # the terminal's live status, when it listens
 
 
 def lesson(fn: Callable[..., Awaitable[Observed]]) -> Callable[..., Awaitable[Observed]]:
-    """Register a lesson under its subcommand: fire_and_forget → fire-and-forget."""
+    """Register a lesson under its subcommand: `await_` → `await`."""
     LESSONS[fn.__name__.strip("_").replace("_", "-")] = fn
     return fn
-
-
-LISTENERS: list[Callable[[str], None]] = []  # the terminal's live status, when it listens
 
 
 def say(what: str) -> None:
@@ -622,36 +545,43 @@ async def compare(scale: float) -> Observed:
         ideal=(6 + 3 + 3) * scale,
         checks={"every way returned every result": sequential == gathered == background
                 == expected,
-                "gather beat sequential": gather_s < sequential_s,
-                "tasks beat sequential": tasks_s < sequential_s,
+                "gather and tasks both beat sequential": max(gather_s, tasks_s) < sequential_s,
                 "tasks were no faster than gather, nor much slower": gather_s * 0.95 < tasks_s
                 < gather_s * 1.3},
-        facts={"sequential_s": sequential_s, "gather_s": gather_s, "tasks_s": tasks_s,
-               "tasks_over_gather": tasks_s / gather_s})
+        facts={"sequential_s": sequential_s, "gather_s": gather_s, "tasks_s": tasks_s})
 
 
 @lesson
 async def await_(scale: float, count: int = 20) -> Observed:
-    """Submit tasks at once and await each handle like a coroutine: each result comes back once."""
+    """Submitting returns at once and frees the client; `await task` is the result, once each."""
+    seconds = 2 * scale
     async with serving(concurrency=count) as server, Client(server) as client:
-        say(f"{count} tasks of {1 * scale:g} s, submitted together")
-        tasks = await asyncio.gather(*(
-            call_tool_task(client, "work", {"label": f"T{i}", "seconds": 1 * scale, "steps": 1})
+        say(f"{count} tasks of {seconds:g} s, submitted together")
+        tasks = await asyncio.gather(*(call_tool_task(
+            client, "work", {"label": f"T{i}", "seconds": seconds, "steps": 1})
             for i in range(count)))
+        other = (await client.call_tool("uppercase", {"text": "meanwhile"})).data
+        try:  # a bounded wait that is too short gives up; the task does not
+            await wait(tasks[-1], timeout=seconds / 4)
+            gave_up = False
+        except TimeoutError:
+            gave_up = True
+        answered, after = now(), await tasks[-1].status()
         results = [(await task).data for task in tasks]  # `await task`: its result
-        final = await tasks[0].status()
     ids = [t.task_id for t in tasks]
     return Observed(
-        ideal=1 * scale,
-        checks={"each result matches its call": [r["label"] for r in results]
+        ideal=seconds,
+        checks={"the client answered another call while bodies ran": other == "MEANWHILE"
+                and answered < max(JOURNAL.time(i, "done") for i in ids),
+                "a short wait gave up, the task worked on": gave_up and after.status == "working",
+                "each result matches its call": [r["label"] for r in results]
                 == [f"T{i}" for i in range(count)],
                 "each body ran exactly once": all(JOURNAL.of(i) == ["start", "done"] for i in ids),
                 "they ran side by side": JOURNAL.most_at_once(ids) > 1},
-        facts={"distinct_task_ids": len(set(ids)), "most_running_at_once":
-               JOURNAL.most_at_once(ids), "first_result": results[0],
+        facts={"distinct_task_ids": len(set(ids)), "first_result": results[0],
                # What the server tells every client about every task:
-               "poll_every_ms": final.poll_interval_ms,
-               "result_kept_for_min": final.ttl_ms / 60_000})
+               "poll_every_ms": after.poll_interval_ms, "result_kept_for_min": after.ttl_ms
+               / 60_000})
 
 
 @lesson
@@ -677,108 +607,46 @@ async def poll(scale: float, on_update: Callable[[dict], None] = lambda latest: 
         ideal=max(work_s.values()),
         checks={"every task ended completed": all(h[-1].state == "completed"
                                                   for h in histories.values()),
-                "progress was seen on the longest": bool(steps_seen["A"]),
-                "progress only ever moved forwards": all(s == sorted(s)
-                                                         for s in steps_seen.values()),
+                "progress was seen, only ever moving forwards": bool(steps_seen["A"])
+                and all(s == sorted(s) for s in steps_seen.values()),
                 "the shortest finished first": finished["C"] < finished["B"] < finished["A"]},
         facts={"transitions": {k: transitions(h) for k, h in histories.items()},
                "steps_seen": {k: list(dict.fromkeys(v)) for k, v in steps_seen.items()},
-               "finished_at_s": finished,
-               "seen_done_at_s": {label: h[-1].at for label, h in histories.items()}})
-
-
-@lesson
-async def fire_and_forget(scale: float) -> Observed:
-    """Submit, get on with other work, come back for the result; a short wait() times out."""
-    seconds = 2 * scale
-    async with serving() as server, Client(server) as client:
-        start = now()
-        task = await call_tool_task(client, "work", {"label": "report", "seconds": seconds})
-        submit_s = now() - start
-        say("other calls on the same client while the task runs")
-        other = [(await client.call_tool("uppercase", {"text": f"job {i}"})).data for i in range(5)]
-        other_done = now()
-        try:  # a bounded wait that is too short gives up; the task does not
-            await wait(task, timeout=seconds / 4)
-            timed_out = False
-        except TimeoutError:
-            timed_out = True
-        state_after = (await task.status()).status
-        say("a long enough wait for the result")
-        final = await wait(task, timeout=10 * seconds + 5)
-        result = (await task.result()).data
-    return Observed(
-        ideal=seconds,
-        checks={"submit returned before the work was done": submit_s < seconds,
-                "other calls finished while the body ran":
-                other_done < JOURNAL.time(task.task_id, "done"),
-                "a short wait timed out, the task worked on": timed_out
-                and state_after == "working",
-                "the result arrived": final.status == "completed" and result["label"] == "report"},
-        facts={"submit_s": submit_s, "other_work_meanwhile": other,
-               "short_wait_timed_out": timed_out, "state_after_it": state_after})
+               "finished_at_s": finished, "seen_done_at_s": {k: h[-1].at
+                                                             for k, h in histories.items()}})
 
 
 @lesson
 async def reconnect(scale: float) -> Observed:
-    """Close the client mid-task, open a new one later, attach by id: the work went on."""
+    """Close the client mid-task; later any client holding the id attaches: the work went on."""
     seconds, t0 = 2 * scale, now()
     async with serving() as server:
         async with Client(server) as first:
             task = await call_tool_task(first, "work", {"label": "R", "seconds": seconds,
                                                         "steps": 10})
-            task_id = task.task_id  # the only thing we keep
+            task_id = task.task_id  # the only thing we keep (or paste to a teammate)
             before = await follow(task, t0, until=past_step(2))
         closed_at = now()
         say("nobody is connected")
         await asyncio.sleep(seconds / 2)
-        reopened_at = now()
-        async with Client(server) as second:
-            task = await attach(second, task_id, "work")
-            after = await follow(task, t0)
-            result = await task.result()
+        async with Client(server) as second, Client(server) as teammate:
+            after = await follow(task := await attach(second, task_id, "work"), t0)
+            mine = (await task.result()).data
+            theirs = (await (await attach(teammate, task_id, "work")).result()).data
     # Where the work was when we left and when we came back (it may be done).
-    left, found = step_of(before[-1].message), (
-        10 if after[0].state == "completed" else step_of(after[0].message))
+    left = step_of(before[-1].message)
+    found = 10 if after[0].state == "completed" else step_of(after[0].message)
     return Observed(
         ideal=seconds,
         checks={"the body ran on, alone": JOURNAL.time(task_id, "start") < closed_at
                 < JOURNAL.time(task_id, "done"),
                 "progress moved on while nobody watched": found > left,
-                "the new client got the result": result.data["label"] == "R",
+                "the new client, and a teammate's, got one result": mine == theirs
+                and mine["label"] == "R",
                 "the body ran once": JOURNAL.of(task_id) == ["start", "done"]},
-        facts={"task_id": task_id, "step_when_closing": left, "step_when_reopening": found,
+        facts={"step_when_closing": left, "step_when_reopening": found,
                "last_seen_before_closing": before[-1].message,
-               "first_seen_after_reopening": after[0].message or after[0].state,
-               "away_s": reopened_at - closed_at})
-
-
-@lesson
-async def teammates(scale: float) -> Observed:
-    """A submits and shares only the id; B watches, C waits and notifies; all get one result."""
-    seconds, t0 = 2 * scale, now()
-    async with serving() as server:
-        async with Client(server) as alice, Client(server) as bob, Client(server) as carol:
-            task = await call_tool_task(alice, "work", {"label": "tests", "seconds": seconds})
-            shared_id = task.task_id  # pasted into the team chat
-            say("bob watches, carol waits")
-
-            async def carol_waits() -> str:
-                final = await wait(await attach(carol, shared_id, "work"), 10 * seconds + 5)
-                return f"notify #team: task {shared_id[:8]}… is {final.status}"
-
-            watched, notification = await asyncio.gather(
-                follow(await attach(bob, shared_id, "work"), t0), carol_waits())
-            fetched = [(await (await attach(who, shared_id, "work")).result()).data
-                       for who in (alice, bob, carol)]
-    progress = list(dict.fromkeys(s.message for s in watched if s.message))
-    return Observed(
-        ideal=seconds,
-        checks={"B saw it run": any("step" in message for message in progress),
-                "C was told it completed": notification.endswith("completed"),
-                "all three fetched one result": fetched[0] == fetched[1] == fetched[2]
-                and fetched[0]["label"] == "tests"},
-        facts={"bob_saw": progress, "carol_said": notification, "result": fetched[0]})
+               "first_seen_after_reopening": after[0].message or after[0].state})
 
 
 @lesson
@@ -822,14 +690,13 @@ async def failure(scale: float) -> Observed:
             outcomes[kind] = {"state": final.status, "is_error": bool(result.get("isError")),
                               "says": (result.get("content") or [{}])[0].get("text")
                               or error.get("message"), "code": error.get("code")}
+    state = {kind: (o["state"], o["is_error"], o["code"]) for kind, o in outcomes.items()}
     return Observed(
         ideal=0.0,
-        checks={"ToolError → completed, isError": outcomes["bad_input"]["state"] == "completed"
-                and outcomes["bad_input"]["is_error"],
-                "ValueError → completed, isError": outcomes["bug"]["state"] == "completed"
-                and outcomes["bug"]["is_error"],
-                "MCPError → failed, with its code": outcomes["backend_down"]["state"] == "failed"
-                and outcomes["backend_down"]["code"] == -32603},
+        checks={"ToolError → completed, isError": state["bad_input"] == ("completed", True, None),
+                "ValueError → completed, isError": state["bug"] == ("completed", True, None),
+                "MCPError → failed, with its code": state["backend_down"] == ("failed", False,
+                                                                               -32603)},
         facts=outcomes)
 
 
@@ -884,11 +751,10 @@ async def partial(scale: float, tests: int = 20) -> Observed:
 
 
 class SubmissionLimit(Middleware):
-    """A token bucket per client on tools/call only (a poll is never refused).
-
-    The key is the authenticated client, else the id a caller *declares* in
-    `_meta`: that keeps honest clients from starving each other, not an
-    attacker out. At most `clients` buckets: the least recently seen drop."""
+    """A token bucket per client on tools/call only (a poll is never refused). The key
+    is the authenticated client, else the id a caller *declares* in `_meta`: that
+    keeps honest clients from starving each other, not an attacker out. At most
+    `clients` buckets: the least recently seen drop."""
 
     def __init__(self, burst: int, per_second: float, clients: int = 10_000):
         self.burst, self.per_second, self.clients = burst, per_second, clients
@@ -910,29 +776,27 @@ class SubmissionLimit(Middleware):
 @lesson
 async def limits(scale: float) -> Observed:
     """At most 2 bodies run at once, the rest wait queued; a client that floods is refused."""
-    seconds, concurrency, accepted, refused, t0 = 0.5 * scale, 2, {}, [], now()
+    seconds, slots, accepted, refused, t0 = 0.5 * scale, 2, {}, [], now()
     # Refill is negligible over the burst, so exactly 4 calls get in.
     limit = SubmissionLimit(burst=4, per_second=0.01)
-    async with serving(concurrency=concurrency, middleware=(limit,)) as server:
-        async with Client(server) as client:
-            say("alice submits 3 tasks, bob 6")
-            for who, count in (("alice", 3), ("bob", 6)):
-                for i in range(count):
-                    args = {"label": f"{who}-{i}", "seconds": seconds, "steps": 1}
-                    try:  # no auth here: the key is the client id each one declares
-                        accepted[args["label"]] = await call_tool_task(
-                            client, "work", args, meta={"client_id": who})
-                    except MCPError as error:
-                        refused.append(f"{args['label']}: {error}")
-            histories = await asyncio.gather(*(follow(t, t0) for t in accepted.values()))
+    async with serving(concurrency=slots, middleware=(limit,)) as server, Client(server) as client:
+        say("alice submits 3 tasks, bob 6")
+        for label in [f"alice-{i}" for i in range(3)] + [f"bob-{i}" for i in range(6)]:
+            try:  # no auth here: the key is the client id each one declares
+                accepted[label] = await call_tool_task(client, "work", {
+                    "label": label, "seconds": seconds, "steps": 1},
+                    meta={"client_id": label.split("-")[0]})
+            except MCPError as error:
+                refused.append(f"{label}: {error}")
+        histories = await asyncio.gather(*(follow(t, t0) for t in accepted.values()))
     ids = [t.task_id for t in accepted.values()]
     first_end = min(JOURNAL.time(i, "done") for i in ids)
     queued = [(s, i) for h, i in zip(histories, ids) for s in h if s.state == "working (queued)"]
     return Observed(
-        ideal=math.ceil(len(ids) / concurrency) * seconds,
-        checks={"never more than 2 ran at once": JOURNAL.most_at_once(ids) == concurrency,
+        ideal=math.ceil(len(ids) / slots) * seconds,
+        checks={"never more than 2 ran at once": JOURNAL.most_at_once(ids) == slots,
                 "the rest started only as others ended":
-                sum(JOURNAL.time(i, "start") >= first_end for i in ids) == len(ids) - concurrency,
+                sum(JOURNAL.time(i, "start") >= first_end for i in ids) == len(ids) - slots,
                 "seen queued ⇒ truly not started": all(t0 + s.asked < JOURNAL.time(i, "start")
                                                        for s, i in queued),
                 "bob was cut off after 4": [r.split(":")[0] for r in refused]
@@ -968,29 +832,6 @@ async def priority(scale: float, bulk: int = 6) -> Observed:
                 "every bulk task completed": all(JOURNAL.of(i) == ["start", "done"] for i in ids)},
         facts={"urgent_waited_ms": (JOURNAL.time(urgent.task_id, "start") - asked) * 1000,
                "bulk_started_at_s": sorted(JOURNAL.time(i, "start") - t0 for i in ids)})
-
-
-@lesson
-async def research(scale: float) -> Observed:
-    """Deep research: one long task, watched phase by phase, fetched again elsewhere."""
-    seconds, t0 = 2 * scale, now()
-    async with serving() as server:
-        async with Client(server) as laptop:
-            say("plan, search 3 sources in parallel, analyse")
-            task = await call_tool_task(laptop, "deep_research", {
-                "topic": "solid-state batteries", "sources": 3, "seconds": seconds})
-            phases = list(dict.fromkeys(s.message for s in await follow(task, t0) if s.message))
-            on_laptop = (await task.result()).data
-        async with Client(server) as phone:  # later, somewhere else: the id is enough
-            on_phone = (await (await attach(phone, task.task_id, "deep_research")).result()).data
-    took = JOURNAL.time(task.task_id, "done") - JOURNAL.time(task.task_id, "start")
-    return Observed(
-        ideal=seconds,
-        checks={"its phases were visible": len(phases) >= 3,
-                "laptop and phone got the same report": on_laptop == on_phone,
-                "it covers every source": on_laptop["sources"] == 3,
-                "the searches ran side by side": took < 1.5 * seconds},
-        facts={"phases": phases, "summary": on_laptop["summary"], "body_took_s": took})
 
 
 # ==========================================================================
@@ -1036,6 +877,36 @@ from rich.table import Table  # noqa: E402
 DEFAULT_URL = "http://127.0.0.1:8000/mcp"
 CHILDREN: list[subprocess.Popen] = []  # processes a story started: none may outlive it
 FOLDERS: list[str] = []  # and the temporary folders they used
+@dataclass
+class Journal:
+    """Each task body's events, the last 10,000: (time, task id, event), the event
+    "start", then "done", "cancelled" or "raised" (see `journaled`)."""
+    events: deque = field(default_factory=lambda: deque(maxlen=10_000))
+
+    async def note(self, key: str, event: str) -> None:  # async: RedisJournal's is
+        self.events.append((now(), key, event))
+
+    def of(self, key: str) -> list[str]:
+        return [event for _, k, event in self.events if k == key]
+
+    def time(self, key: str, event: str) -> float:
+        return next(at for at, k, e in self.events if k == key and e == event)
+
+    async def end_of(self, key: str, timeout: float) -> str | None:
+        deadline = now() + timeout
+        while not (ended := [e for e in self.of(key) if e != "start"]) and now() < deadline:
+            await asyncio.sleep(0.005)
+        return ended[-1] if ended else None
+
+    def most_at_once(self, keys: list[str]) -> int:
+        running = peak = 0
+        for _, _, event in sorted(e for e in self.events if e[1] in keys):
+            running += 1 if event == "start" else -1
+            peak = max(peak, running)
+        return peak
+
+
+JOURNAL = Journal()
 
 
 class DemoError(Exception):
@@ -2368,18 +2239,24 @@ def client_view(struck: dict, probes: list[tuple[float, float, bool]]) -> dict[s
 
 
 # --------------------------------------------------------------------------
-# research --model: the same task, a real model doing the thinking
+# research: one long task, an agent doing the thinking
 # --------------------------------------------------------------------------
-# Any model string pydantic-ai accepts (anthropic:claude-sonnet-4-5,
-# google-gla:gemini-2.5-flash, or `test`, its offline model), set per process
-# by `research --model`, `serve --model` or `worker --model`. The key comes
-# from the provider's usual variable.
+# Deep research is what tasks are for: minutes of model calls, paid per token,
+# that should survive the caller. Any model string pydantic-ai accepts
+# (anthropic:claude-sonnet-4-5, google-gla:gemini-2.5-flash, or `test`, its
+# offline model), set per process by `research --model`, `serve --model` or
+# `worker --model`; the key comes from the provider's usual variable.
 RESEARCH_MODEL: Any = None
 
 
-@functools.wraps(deep_research.__wrapped__, assigned=("__annotations__",))  # its arguments
-async def agent_research(topic: str, sources: int, seconds: float, ctx: Context) -> dict:
-    """Plan and analyse by a model; its parallel searches are its tool calls."""
+async def deep_research(
+    topic: Annotated[str, Field(description="what to research", max_length=200)],
+    sources: Annotated[int, Field(description="sources to search", ge=1, le=10)] = 3,
+    seconds: Annotated[float, Field(description="how long a search takes", ge=0, le=60,
+                                    allow_inf_nan=False)] = 2.0,
+    ctx: Context = CurrentContext(),
+) -> dict:
+    """Research `topic`: a model plans, its searches (its tool calls) run in parallel."""
     from pydantic_ai import Agent, ToolCallPart  # this path only: the first run stays light
     from pydantic_ai.exceptions import AgentRunError, UserError
     from pydantic_ai.usage import UsageLimits
@@ -2393,7 +2270,7 @@ async def agent_research(topic: str, sources: int, seconds: float, ctx: Context)
     async def search(query: str) -> str:
         """Search one source for `query`."""
         searched.append(query)
-        return await asyncio.sleep(seconds / 2, f"3 sources agree on {query!r}")
+        return await asyncio.sleep(seconds, f"3 sources agree on {query!r}")
 
     # A model spends money: cap what one task may ask of it, whatever it decides.
     limits = UsageLimits(request_limit=sources + 3, tool_calls_limit=sources)
@@ -2404,31 +2281,31 @@ async def agent_research(topic: str, sources: int, seconds: float, ctx: Context)
         async with agent.iter(f"Topic: {topic}", usage_limits=limits) as run:
             async for node in run:  # each step of the agent, as the task's status
                 if Agent.is_model_request_node(node):
-                    await ctx.report_progress(
-                        0, None, f"asking the model (request {run.usage.requests + 1})")
+                    await report(ctx, 0, None,
+                                 f"asking the model (request {run.usage.requests + 1})")
                 elif Agent.is_call_tools_node(node):
                     calls = [p.args_as_dict().get("query", "") for p in node.model_response.parts
                              if isinstance(p, ToolCallPart) and p.tool_name == "search"]
                     if calls:  # (the model's final answer is a tool call too)
-                        await ctx.report_progress(0, None, f"searching: {' | '.join(calls)}")
+                        await report(ctx, 0, None, f"searching: {' | '.join(calls)}")
     except (AgentRunError, UserError) as error:  # a model error, a missing key: an answer
         raise ToolError(f"the model failed: {error}") from None
-    report = run.result.output
-    return {"topic": topic, "sources": len(searched), "summary": report.summary,
-            "findings": report.findings, "model_requests": run.usage.requests}
+    found = run.result.output
+    return {"topic": topic, "sources": len(searched), "summary": found.summary,
+            "findings": found.findings, "model_requests": run.usage.requests}
 
 
 def model_in_place(server: FastMCP) -> None:
-    """With RESEARCH_MODEL set, `deep_research` on `server` is the agent, not the mock."""
+    """With RESEARCH_MODEL set, `server` has `deep_research`, run by that model."""
     if RESEARCH_MODEL is not None:
-        server.local_provider.remove_tool("deep_research")
-        server.tool(task_body(journaled(agent_research)), name="deep_research", task=TASK)
+        server.tool(task_body(journaled(deep_research)), task=TASK)
 
 
-async def research_by_model(scale: float, model: Any) -> Observed:
-    """`research --model`: the same task, a real model doing the thinking."""
+@story
+async def research(scale: float, model: Any = "test") -> Observed:
+    """Deep research by a model, as one task: its steps are the task's status."""
     global RESEARCH_MODEL
-    RESEARCH_MODEL, t0, seconds = model, now(), 2 * scale
+    RESEARCH_MODEL, t0, seconds = model, now(), 1 * scale
     try:
         server = await tasks_server()
         model_in_place(server)
@@ -2441,16 +2318,15 @@ async def research_by_model(scale: float, model: Any) -> Observed:
             result = await task.result()
     finally:
         RESEARCH_MODEL = None
-    report = result.structured_content or {}
+    found = result.structured_content or {}
     return Observed(
-        ideal=seconds / 2,  # the searches; what the model takes comes on top
+        ideal=seconds,  # the searches, side by side; what the model takes comes on top
         checks={"the agent's steps were visible as status messages":
                 any(m.startswith(("asking the model", "searching")) for m in steps),
-                "the model's searches were its tool calls": report.get("sources", 0) >= 1,
+                "the model's searches were its tool calls": found.get("sources", 0) >= 1,
                 "the task completed with the model's report": not result.is_error},
         facts={"model": str(model), "steps_seen": list(dict.fromkeys(steps)),
-               "report": report or result.content[0].text,
-               "model_requests": report.get("model_requests")})
+               "report": found or result.content[0].text})
 
 
 # --------------------------------------------------------------------------
@@ -2933,8 +2809,6 @@ class Narration:
 async def run_one(name: str, scale: float, console: Console,
                   **options: Any) -> tuple[str, Observed, float]:
     fn = LESSONS.get(name) or STORIES[name]
-    if name == "research" and options.get("model"):
-        fn, options = research_by_model, {"model": options["model"]}
     heading = f"{name} — {claim(fn)}"
     if console.is_terminal:
         console.rule(f"[bold]{heading}[/]")
@@ -3087,9 +2961,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         command = commands.add_parser(name, help=summary_line, description=summary_line)
         # --scale after the command too; SUPPRESS keeps a value given before it.
         command.add_argument("--scale", type=scale, default=argparse.SUPPRESS, help=scale_help)
-    model_help = ("deep research by a real model, any pydantic-ai model string: "
+    model_help = ("deep research by a model, any pydantic-ai model string: "
                   "anthropic:claude-sonnet-4-5, google-gla:gemini-2.5-flash, test (offline)")
-    commands.choices["research"].add_argument("--model", help=model_help)
+    commands.choices["research"].add_argument("--model", default="test",
+                                              help=model_help + "; default: test")
     soak_command = commands.choices["soak"]
     soak_command.add_argument("--tasks", type=within(int, 1, 100_000), default=120)
     soak_command.add_argument("--clients", type=within(int, 1, 50), default=2,

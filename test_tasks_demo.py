@@ -49,12 +49,12 @@ def test_compare_ratios_measured_in_one_run():
     assert f["sequential_s"] / f["gather_s"] > 1.6
     assert f["sequential_s"] / f["tasks_s"] > 1.6
     # ...and tasks cost little over gather: a poll interval, not a second.
-    assert f["tasks_over_gather"] < 1.3
+    assert f["tasks_s"] / f["gather_s"] < 1.3
 
 
 def test_await_returns_each_result_and_what_the_server_advertises():
     seen = run(demo.await_, SCALE)
-    assert seen.facts["first_result"] == {"label": "T0", "seconds": 1 * SCALE, "steps": 1,
+    assert seen.facts["first_result"] == {"label": "T0", "seconds": 2 * SCALE, "steps": 1,
                                           "pid": os.getpid()}
     assert seen.facts["poll_every_ms"] == 20  # our TaskConfig, sent to the client
     assert seen.facts["result_kept_for_min"] == 15  # Docket's execution TTL
@@ -84,18 +84,11 @@ def test_poll_sees_states_and_progress_in_order():
     assert updates and set(updates[-1]) == {"A", "B", "C"}  # the dashboard was fed
 
 
-def test_fire_and_forget_frees_the_client():
-    seen = run(demo.fire_and_forget, SCALE)
-    assert seen.facts["other_work_meanwhile"] == [f"JOB {i}" for i in range(5)]
-    assert seen.facts["short_wait_timed_out"] and seen.facts["state_after_it"] == "working"
-    assert seen.facts["submit_s"] < 2 * SCALE  # back before the work could be done
-    assert holds(seen)
-
-
 def test_reconnect_work_went_on_while_nobody_was_connected():
     seen = run(demo.reconnect, SCALE)
     # Progress had moved on when we came back (to the end, on a slow machine).
     assert 2 <= seen.facts["step_when_closing"] < seen.facts["step_when_reopening"] <= 10
+    assert seen.checks["the new client, and a teammate's, got one result"]
     assert holds(seen)
 
 
@@ -107,14 +100,6 @@ def test_crash_a_sigkilled_client_process_loses_nothing():
     assert json.loads(seen.facts["survivor_said"]) == {
         "label": "K", "seconds": 3 * SCALE, "steps": 10, "pid": os.getpid()}
     assert seen.checks["the body ran exactly once"]
-
-
-def test_teammates_see_progress_and_identical_results():
-    seen = run(demo.teammates, SCALE)
-    assert seen.facts["bob_saw"]
-    assert seen.facts["carol_said"].endswith("is completed")
-    assert seen.facts["result"]["label"] == "tests"
-    assert holds(seen)
 
 
 def test_cancel_stops_the_body():
@@ -170,14 +155,6 @@ def test_priority_bulk_work_leaves_a_slot_for_interactive_work():
     starts = seen.facts["bulk_started_at_s"]
     # Two at a time: the third bulk task starts only once one of the first two ended.
     assert starts[2] - starts[1] >= 0.8 * 1 * scale
-    assert holds(seen)
-
-
-def test_research_one_task_watched_by_phase():
-    seen = run(demo.research, 0.3)  # phases long enough for several polls each
-    said = [p for p in seen.facts["phases"] if not p.startswith("running in process")]
-    assert said == ["planning 3 searches", "searching 3 sources in parallel",
-                    "analysing findings"]
     assert holds(seen)
 
 
@@ -279,8 +256,7 @@ def test_the_server_block_alone_runs_under_fastmcp_run_and_guards_itself(tmp_pat
     finally:
         server.kill()
         server.wait()
-    assert names == sorted(["work", "uppercase", "fail", "approve", "run_tests", "reindex",
-                            "deep_research"])
+    assert names == sorted(["work", "uppercase", "fail", "approve", "run_tests", "reindex"])
     assert record["status"] == "completed"
     assert record["result"]["structuredContent"]["label"] == "mine"
     assert refused == {"foreign host": 421, "foreign origin": 403, "body over the cap": 413}
@@ -393,12 +369,12 @@ def test_a_mistyped_command_gets_the_nearest_one(args, says, capsys):
 
 
 def test_ctrl_c_mid_lesson_exits_130_at_once():
-    # `research` at full scale keeps a 2 s task running; a graceful worker
+    # `partial` at full scale keeps a 2 s task running; a graceful worker
     # shutdown would wait for it. Interrupt as soon as the lesson has started.
-    process = subprocess.Popen([sys.executable, str(HERE / "tasks_demo.py"), "research"],
+    process = subprocess.Popen([sys.executable, str(HERE / "tasks_demo.py"), "partial"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    while "research" not in process.stdout.readline():  # until the lesson is under way
+    while "partial" not in process.stdout.readline():  # until the lesson is under way
         assert process.poll() is None
     time.sleep(0.3)
     sent = time.perf_counter()
@@ -1169,7 +1145,7 @@ def with_model(model):
             demo.model_in_place(server)
             async with server._lifespan_manager(), demo.Client(server) as client:
                 task = await demo.call_tool_task(client, "deep_research", {
-                    "topic": "batteries", "sources": 3, "seconds": 0.2}, raise_on_error=False)
+                    "topic": "batteries", "sources": 3, "seconds": 0.1}, raise_on_error=False)
                 samples = await demo.follow(task, t0, until=cancel_when or (lambda s: False))
                 if cancel_when:
                     cancelled_at = demo.now()
@@ -1247,7 +1223,7 @@ def test_a_model_error_ends_the_task_as_an_is_error_answer():
 
 
 def test_research_with_the_offline_test_model_from_the_command_line(capsys):
-    code, out, err = in_process(["--scale", "0.2", "research", "--model", "test"], capsys)
+    code, out, err = in_process(["--scale", "0.2", "research"], capsys)  # --model test
     assert code == 0, err
     assert "the model's searches were its tool calls" in out and "✗" not in out
 
