@@ -48,7 +48,12 @@ client recipes and the lessons; below MACHINERY, the rest.
 
 from __future__ import annotations
 
-import asyncio
+import sys
+
+if __name__ == "__main__" and sys.stderr.isatty():  # the imports take seconds: say so
+    print("tasks_demo.py: importing fastmcp and docket…", file=sys.stderr, flush=True)
+
+import asyncio  # noqa: E402  (and below: after that line on purpose)
 import contextlib
 import functools
 import json
@@ -797,7 +802,6 @@ import base64  # noqa: E402
 import secrets  # noqa: E402
 import difflib  # noqa: E402
 import signal  # noqa: E402
-import sys  # noqa: E402
 import http.client  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
