@@ -563,22 +563,18 @@ async def await_(scale: float, count: int = 20) -> Observed:
 
 
 @lesson
-async def poll(scale: float, on_update: Callable[[dict], None] = lambda latest: None) -> Observed:
+async def poll(scale: float, on_sample: Callable[[str, Sample], None] = lambda *_: None
+               ) -> Observed:
     """Watch tasks live from tasks/get: their progress, and a suite's failures as they happen."""
-    t0, latest = now(), {}
+    t0 = now()
     calls = {"A": ("work", {"label": "A", "seconds": 3 * scale}),
              "B": ("work", {"label": "B", "seconds": 2 * scale}),
              "suite": ("run_tests", {"suite": "checkout", "tests": 20, "seconds": 2 * scale})}
     async with serving() as server, Client(server) as client:
         tasks = {k: await call_tool_task(client, tool, args) for k, (tool, args) in calls.items()}
-
-        async def watch(label: str) -> list[Sample]:
-            def seen(sample: Sample) -> None:  # the latest of each task, for the live table
-                latest[label] = sample
-                on_update(dict(latest))
-            return await follow(tasks[label], t0, on_sample=seen)
-
-        histories = dict(zip(tasks, await asyncio.gather(*map(watch, tasks))))
+        histories = dict(zip(tasks, await asyncio.gather(*(  # each sample to the live table
+            follow(task, t0, on_sample=functools.partial(on_sample, k))
+            for k, task in tasks.items()))))
         report = (await tasks["suite"].result()).data
     steps = {k: [step_of(s.message) for s in histories[k] if step_of(s.message)] for k in "AB"}
     # When each body ended, by the server's clock: a poll sees it a little later.
@@ -2813,7 +2809,13 @@ async def run_one(name: str, scale: float, console: Console,
     start = now()
     if name == "poll" and console.is_terminal:  # the showcase: a live table
         with Live(dashboard({}), console=console, refresh_per_second=20) as live:
-            seen = await fn(scale, lambda latest: live.update(dashboard(latest)))
+            latest: dict[str, Sample] = {}
+
+            def show_sample(label: str, sample: Sample) -> None:
+                latest[label] = sample
+                live.update(dashboard(latest))
+
+            seen = await fn(scale, show_sample)
         console.print()
     else:
         with Narration(console, name):
