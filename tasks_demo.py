@@ -7,7 +7,7 @@
 #     "mcp",
 #     "mcp-types",
 #     "pydantic",
-#     "pydantic-ai-slim",  # imported only with --model: light, and offline-testable
+#     "pydantic-ai-slim",  # imported only by `research`: light, and offline-testable
 #     "pydocket[metrics]",  # with the metrics `worker --metrics-port` serves
 #     "redis",
 #     "rich",
@@ -85,6 +85,7 @@ from redis.exceptions import RedisError
 POLL_INTERVAL = timedelta(milliseconds=20)
 # `optional`: a task when the client asks for one, a plain call otherwise.
 TASK = TaskConfig(mode="optional", poll_interval=POLL_INTERVAL)
+CONCURRENCY = 10  # bodies one process runs at once; the rest wait, queued
 
 # A task holds a worker slot while it runs: input limits are capacity limits.
 MAX_SECONDS, MAX_STEPS = 3600, 1000
@@ -115,7 +116,7 @@ mcp = GuardedFastMCP("tasks-demo")
 # only) or redis://host:port/db, shared by every process on it. `name` is the
 # queue: servers and workers with the same URL and name share their tasks.
 # (On Redis, what to tune, as the demo's own servers do: docs/deployment.md.)
-mcp.add_extension(TasksExtension(name="tasks-demo"))
+mcp.add_extension(TasksExtension(name="tasks-demo", concurrency=CONCURRENCY))
 
 
 async def report(ctx: Context, progress: float, total: float | None, message: str) -> None:
@@ -172,8 +173,9 @@ def uppercase(text: Annotated[str, Field(max_length=1000)]) -> str:
 @mcp.tool(task=TASK)
 @task_body
 async def fail(kind: Literal["bad_input", "bug", "backend_down"]) -> str:
-    """Fail as a tool (raise anything: the task ends `completed` with an isError
-    answer, as a plain call would) or as a server (MCPError: the task ends `failed`)."""
+    """Fail on purpose: as a tool would (bad_input, bug) or as a server would."""
+    # A tool that raises anything ends `completed` with an isError answer, as a
+    # plain call would; only an MCPError (the server failing) ends `failed`.
     if kind == "bad_input":
         raise ToolError("the input was rejected by the tool")
     if kind == "bug":
@@ -193,13 +195,13 @@ async def approve(
     action: Annotated[str, Field(description="what to ask approval for", max_length=200)],
     ctx: Context = CurrentContext(),
 ) -> str | InputRequiredResult:
-    """Ask the client to approve `action`, then report the decision.
-
-    A task *returns* an InputRequiredResult: it parks in `input_required`,
-    holding no worker, and once the client answers (tasks/update) runs again
-    with the answers in `ctx.input_responses` (a 2026-07-28 plain call gets the
-    same, inline). A 2025-11-25 client's plain call can carry `ctx.elicit()`.
-    """
+    """Ask the user to approve `action`, then report the decision."""
+    # (The docstring is what clients see; this is how.) A task *returns* an
+    # InputRequiredResult: it parks in `input_required`, holding no worker, and
+    # once the client answers (tasks/update) runs again, the answers in
+    # `ctx.input_responses`. A client on today's protocol gets the same from a
+    # plain call, inline; only one on the older 2025-11-25 protocol keeps a
+    # plain call's request open, which can carry `ctx.elicit()`.
     question = f"Approve {action!r}?"
     if not ctx.is_background_task and (
             ctx.request_context.protocol_version not in MODERN_PROTOCOL_VERSIONS):
@@ -213,13 +215,14 @@ async def approve(
     return decided(action, answer.action, answer.content)
 
 
-def decided(action: str, how: str, content: Any) -> str:
-    """An answer is input like any other: anything but a well-formed yes is a no."""
+def decided(action: str, outcome: str, content: Any) -> str:
+    """An answer is input like any other: anything but a well-formed yes is a no.
+    (`outcome`: the client's accept, decline or cancel; `content`: its form.)"""
     try:
         decision = Decision.model_validate(content)
     except ValidationError:
         return f"{action}: declined"
-    if how != "accept" or not decision.approved:
+    if outcome != "accept" or not decision.approved:
         return f"{action}: declined"
     return f"{action}: approved by {decision.approver}"
 
@@ -232,12 +235,13 @@ async def run_tests(
     seconds: Seconds = 2.0,
     ctx: Context = CurrentContext(),
 ) -> dict:
-    """A (mock) suite, every seventh test failing. tasks/get has no partial
-    results, so the status message names the failures as soon as they happen."""
+    """Run a test suite (a mock: every seventh test fails), naming failures at once."""
+    # tasks/get has no partial results: the status message names the failures.
     failed = []
     for i in range(1, tests + 1):
         await asyncio.sleep(seconds / tests)
-        failed += [f"test_{i}"] if i % 7 == 0 else []
+        if i % 7 == 0:
+            failed.append(f"test_{i}")
         await report(ctx, i, tests, f"{i}/{tests} run, {i - len(failed)} passed, "
                                     f"failed: {', '.join(failed) or 'none'}")
     return {"suite": suite, "passed": tests - len(failed), "failed": failed}
@@ -255,9 +259,11 @@ BULK_SLOTS = 2
 async def reindex(
     shard: Annotated[int, Field(description="which shard", ge=0, le=1000)],
     seconds: Seconds = 1.0,
+    # Not an input (clients never see it): Docket holds the body until fewer
+    # than BULK_SLOTS reindexes run, counted in the store.
     bulk: ConcurrencyLimit = ConcurrencyLimit(max_concurrent=BULK_SLOTS),
 ) -> dict:
-    """Bulk work, one shard at a time. `required`: only ever a task."""
+    """Reindex one shard: bulk work, always run in the background."""
     await asyncio.sleep(seconds)
     return {"shard": shard, "pid": os.getpid()}
 
@@ -269,7 +275,7 @@ async def reindex(
 # by SET NX under the task id, with the effect that goes with it (an outbox
 # line; your email) in the same atomic step: once, whichever run is first.
 # --------------------------------------------------------------------------
-async def stored(run: Any, command: Callable) -> Any:
+async def store_command(run: Any, command: Callable) -> Any:
     """A command to Docket's store, retried for ~6 s: a Redis restart takes about one."""
     for pause in (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, None):
         try:
@@ -281,10 +287,10 @@ async def stored(run: Any, command: Callable) -> Any:
             await asyncio.sleep(pause)
 
 
-async def within_limit(work: Any) -> Any:
+async def within_limit(body: Any) -> Any:
     """A slot is capacity: whatever its inputs, no body holds one past TIME_LIMIT."""
     try:
-        return await asyncio.wait_for(work, TIME_LIMIT.total_seconds())
+        return await asyncio.wait_for(body, TIME_LIMIT.total_seconds())
     except asyncio.TimeoutError:
         raise ToolError(f"stopped at its wall-clock limit, {TIME_LIMIT}") from None
 
@@ -309,14 +315,14 @@ async def run_once(tool: Callable, *args: Any, **kwargs: Any) -> Any:
     # (which ctx.report_progress writes), reached without a `ctx` argument.
     run = current_execution.get()
     key = run.docket.key(f"committed:{task.task_id}")
-    if (first := await stored(run, lambda redis: redis.get(key))) is not None:
+    if (first := await store_command(run, lambda redis: redis.get(key))) is not None:
         return json.loads(first)  # a run finished it already
     with contextlib.suppress(RedisError):  # best-effort, as in `report`
         await run.progress.set_message(f"running in process {os.getpid()}")
     try:
         result = await within_limit(tool(*args, **kwargs))
     except Exception:  # a late run that fails returns the standing result too
-        if (first := await stored(run, lambda redis: redis.get(key))) is not None:
+        if (first := await store_command(run, lambda redis: redis.get(key))) is not None:
             return json.loads(first)
         raise
     if isinstance(result, InputRequiredResult):
@@ -324,7 +330,7 @@ async def run_once(tool: Callable, *args: Any, **kwargs: Any) -> Any:
     # Outlives the task's own keys (kept its TTL), so a late run still finds it.
     keep = str(int(2 * run.docket.execution_ttl.total_seconds()))
     as_json = json.dumps(AS_JSON.dump_python(result, mode="json"))  # models, dates...
-    standing = await stored(run, lambda redis: redis.eval(
+    standing = await store_command(run, lambda redis: redis.eval(
         COMMIT, 2, key, run.docket.key("outbox"), as_json, keep,
         f"{task.task_id} completed by process {os.getpid()}"))
     return result if standing == as_json.encode() else json.loads(standing)  # another's
@@ -532,7 +538,7 @@ async def compare(scale: float) -> Observed:
 
 @lesson
 async def await_(scale: float, count: int = 20) -> Observed:
-    """Submitting returns at once and frees the client; `await task` is the result, once each."""
+    """A submitted task frees the client while it runs; `await task` is its result, once."""
     seconds = 2 * scale
     async with serving(concurrency=count) as server, Client(server) as client:
         say(f"{count} tasks of {seconds:g} s, submitted together")
@@ -575,7 +581,7 @@ async def poll(scale: float, on_sample: Callable[[str, Sample], None] = lambda *
         histories = dict(zip(tasks, await asyncio.gather(*(  # each sample to the live table
             follow(task, t0, on_sample=functools.partial(on_sample, k))
             for k, task in tasks.items()))))
-        report = (await tasks["suite"].result()).data
+        suite = (await tasks["suite"].result()).data
     steps = {k: [step_of(s.message) for s in histories[k] if step_of(s.message)] for k in "AB"}
     # When each body ended, by the server's clock: a poll sees it a little later.
     ended = {label: JOURNAL.time(task.task_id, "done") - t0 for label, task in tasks.items()}
@@ -587,10 +593,11 @@ async def poll(scale: float, on_sample: Callable[[str, Sample], None] = lambda *
                 "progress was seen, only ever moving forwards": bool(steps["A"])
                 and all(s == sorted(s) for s in steps.values()),
                 "the suite's first failure was seen while it ran": failed is not None
-                and failed.at < ended["suite"] and report["failed"] == ["test_7", "test_14"]},
+                and failed.at < ended["suite"] and int(failed.message.split("/")[0]) < 20},
         facts={"transitions": {k: transitions(h) for k, h in histories.items()},
                "steps_seen": {k: list(dict.fromkeys(v)) for k, v in steps.items()},
                "first_failure_seen": failed and f"{failed.message}, at {failed.at:.2f} s",
+               "suite_report": suite,
                "ended_at_s": ended, "seen_ended_at_s": {k: h[-1].at for k, h in histories.items()}})
 
 
@@ -680,7 +687,7 @@ async def input_(scale: float) -> Observed:
     """A task parks in input_required, the client answers, the task resumes with the answer."""
     asked: list[str] = []
 
-    async def approver(message, response_type, params, context) -> dict:
+    async def approver(message, response_type, params, context) -> dict:  # fastmcp's shape
         asked.append(message)
         say("a human decides")
         await asyncio.sleep(0.5 * scale)
@@ -750,8 +757,8 @@ async def limits(scale: float) -> Observed:
         checks={"never more than 2 ran at once": JOURNAL.most_at_once(ids) == slots,
                 "the rest started only as others ended":
                 sum(JOURNAL.time(i, "start") >= first_end for i in ids) == len(ids) - slots,
-                "seen queued ⇒ truly not started": all(t0 + s.asked < JOURNAL.time(i, "start")
-                                                       for s, i in queued),
+                "seen queued ⇒ truly not started": bool(queued) and all(
+                    t0 + s.asked < JOURNAL.time(i, "start") for s, i in queued),
                 "bob was cut off after 4": [r.split(":")[0] for r in refused]
                 == ["bob-4", "bob-5"],
                 "every accepted task completed": all(h[-1].state == "completed"
@@ -763,16 +770,18 @@ async def limits(scale: float) -> Observed:
 
 @lesson
 async def priority(scale: float, bulk: int = 6) -> Observed:
-    """Bulk work capped below the slots: interactive work does not wait behind it."""
+    """Bulk work capped below the slots: interactive work overtakes the bulk queue."""
     seconds, t0 = 1 * scale, now()
     async with serving(concurrency=BULK_SLOTS + 1) as server, Client(server) as client:
         say(f"{bulk} reindex tasks on {BULK_SLOTS + 1} slots, then one `work`")
         shards = [await call_tool_task(client, "reindex", {"shard": i, "seconds": seconds})
                   for i in range(bulk)]
+        # Once bulk work runs (its first body has spoken), the interactive call:
         await follow(shards[0], t0, until=lambda status: status.status_message is not None)
         asked = now()
-        await (urgent := await call_tool_task(client, "work", {"label": "urgent", "seconds": 0,
-                                                               "steps": 1}))
+        urgent = await call_tool_task(client, "work", {"label": "urgent", "seconds": 0,
+                                                       "steps": 1})
+        await urgent
         await asyncio.gather(*shards)
     ids, started = [t.task_id for t in shards], JOURNAL.time(urgent.task_id, "start")
     return Observed(
@@ -862,7 +871,6 @@ class Journal:
 JOURNAL = Journal()
 
 
-CONCURRENCY = 10  # bodies one process runs at once, unless told otherwise
 # On Redis, a task whose worker stops renewing its claim (it died, or only froze)
 # runs again elsewhere after this long: Docket's 5 minutes would hide it from
 # the stories, and a worker killed mid-task costs a client 5 s, not 5 minutes.
@@ -2749,7 +2757,7 @@ def show(console: Console, seen: Observed, took: float) -> None:
     console.print(table)
 
 
-WHY_NO_MESSAGE = {"working (queued)": "[dim]queued: waiting for a free worker[/]",
+WHY_NO_MESSAGE = {"working (queued)": "[dim]queued: no worker has picked it up[/]",
                   "completed": "[dim](the result is in)[/]"}
 
 
@@ -2802,7 +2810,7 @@ async def run_one(name: str, scale: float, console: Console,
                   **options: Any) -> tuple[str, Observed, float]:
     fn = LESSONS.get(name) or STORIES[name]
     heading = f"{name} — {claim(fn)}"
-    if console.is_terminal:
+    if console.is_terminal and len(heading) + 8 <= console.width:
         console.rule(f"[bold]{heading}[/]")
     else:  # a rule would cut the heading to the width
         console.print(f"\n== {heading}", soft_wrap=True)

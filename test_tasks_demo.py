@@ -86,6 +86,8 @@ def test_poll_sees_states_progress_and_failures_in_order():
                            seen.facts["first_failure_seen"]).groups()
     assert int(ran) < 20 and float(at) < done["suite"]
     assert set(updates) == {"A", "B", "suite"}  # the live table was fed
+    assert seen.facts["suite_report"] == {"suite": "checkout", "passed": 18,
+                                          "failed": ["test_7", "test_14"]}
     assert holds(seen)
 
 
