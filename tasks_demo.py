@@ -1351,7 +1351,8 @@ async def queue(backend: str) -> Table:
         for tool in tools:
             docket.register(tool.fn, names=[tool.key])
         snapshot = await docket.snapshot()
-    table = Table(title=f"{QUEUE} on {backend}, {snapshot.total_tasks} tasks",
+    count = snapshot.total_tasks
+    table = Table(title=f"{QUEUE} on {backend}, {count} task{'' if count == 1 else 's'}",
                   title_justify="left", box=box.SIMPLE)
     for column in ("task", "tool", "state", "worker", "since"):
         table.add_column(column)
