@@ -2765,9 +2765,9 @@ WHY_NO_MESSAGE = {"working (queued)": "[dim]queued: no worker has picked it up[/
 def dashboard(latest: dict[str, Sample]) -> Table:
     """The poll lesson's live table; fixed column widths, so it never jumps."""
     table = Table(title="tasks/get, polled at the server's pollIntervalMs", title_justify="left",
-                  box=box.SIMPLE_HEAD)  # 78 columns in all: an 80-column terminal cuts nothing
+                  box=box.SIMPLE_HEAD)  # fits an 80-column terminal; long messages wrap
     for column, width in (("task", 6), ("state", 16), ("progress", 10),
-                          ("status message", 28), ("elapsed", 8)):
+                          ("status message", 26), ("elapsed", 8)):
         table.add_column(column, width=width, overflow="fold")
     for label, sample in sorted(latest.items()):
         part = re.search(r"(\d+)/(\d+)", sample.message or "")  # step 2/5, 7/20 run

@@ -1606,3 +1606,39 @@ def test_headers_over_the_cap_are_refused_whole_or_in_pieces():
                 for size in (1000, demo.MAX_HEADERS, 60_000)]
 
     assert asyncio.run(asyncio.wait_for(story(), 60)) == [200, 431, 431]
+
+
+def test_a_terminal_hears_at_once_that_imports_take_seconds_and_a_pipe_does_not():
+    import pty
+
+    def first_words(on_a_terminal: bool) -> str:
+        if not on_a_terminal:
+            return script("--help").stderr
+        leader, follower = pty.openpty()
+        process = subprocess.Popen([sys.executable, str(HERE / "tasks_demo.py"), "--help"],
+                                   stdout=subprocess.DEVNULL, stderr=follower)
+        os.close(follower)
+        try:
+            return os.read(leader, 200).decode()  # the first write, whatever comes later
+        except OSError:  # the process ended, having written nothing there
+            return ""
+        finally:
+            process.wait(timeout=60)
+            os.close(leader)
+
+    assert first_words(True).startswith("tasks_demo.py: importing fastmcp and docket")
+    assert "importing" not in first_words(False)  # piped output stays the program's own
+
+
+def test_the_live_table_fits_an_80_column_terminal_uncut():
+    console = demo.Console(width=80, record=True, color_system=None)
+    latest = {"A": demo.Sample(0.1, 0.12, "working (queued)", None),
+              "B": demo.Sample(0.5, 0.52, "working", "B: step 2/5 (40%)"),
+              "suite": demo.Sample(0.9, 0.91, "working",
+                                   "14/20 run, 12 passed, failed: test_7, test_14")}
+    console.print(demo.dashboard(latest))
+    shown = console.export_text()
+    assert max(map(len, shown.splitlines())) <= 80
+    assert "…" not in shown
+    for words in ("working (queued)", "B: step 2/5 (40%)", "failed: test_7, test_14", "elapsed"):
+        assert words in shown, words  # each on one line: no column folded mid-word
