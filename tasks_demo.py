@@ -505,6 +505,19 @@ def say(what: str) -> None:
         listen(what)
 
 
+async def room(client: Client, requests: int = 20) -> float:
+    """How long `requests` requests take on this machine now (the slowest of three
+    round trips after a first, times `requests`). A check that needs a body still
+    running when the client acts makes the body at least this long: the check is
+    then an order of events, and holds on a busy machine as on an idle one."""
+    times = []
+    for _ in range(4):
+        start = now()
+        await client.list_tools()
+        times.append(now() - start)
+    return requests * max(times[1:])  # (the first builds caches: slow on any machine)
+
+
 @lesson
 async def compare(scale: float) -> Observed:
     """3 s + 2 s + 1 s of work, sequential, gathered, as tasks: tasks add a lifecycle, not speed."""
@@ -525,40 +538,45 @@ async def compare(scale: float) -> Observed:
             tasks = await asyncio.gather(*(call_tool_task(client, "work", a) for a in args))
             background = [r.data for r in await asyncio.gather(*tasks)]
             tasks_s = now() - start
+    ids = [t.task_id for t in tasks]
+    longest = max(JOURNAL.time(i, "done") - JOURNAL.time(i, "start") for i in ids)
     expected = [{**a, "steps": 5, "pid": os.getpid()} for a in args]
     return Observed(
         ideal=(6 + 3 + 3) * scale,
         checks={"every way returned every result": sequential == gathered == background
                 == expected,
                 "gather and tasks both beat sequential": max(gather_s, tasks_s) < sequential_s,
-                "tasks were no faster than gather, nor much slower": gather_s * 0.95 < tasks_s
-                < gather_s * 1.3},
-        facts={"sequential_s": sequential_s, "gather_s": gather_s, "tasks_s": tasks_s})
+                # What speed there is comes from running side by side, as gather does:
+                "the three task bodies ran at once": JOURNAL.most_at_once(ids) == 3,
+                "tasks took no less than their longest body": tasks_s >= longest},
+        facts={"sequential_s": sequential_s, "gather_s": gather_s, "tasks_s": tasks_s,
+               "tasks_over_gather": tasks_s / gather_s})
 
 
 @lesson
 async def await_(scale: float, count: int = 20) -> Observed:
     """A submitted task frees the client while it runs; `await task` is its result, once."""
-    seconds = 2 * scale
     async with serving(concurrency=count) as server, Client(server) as client:
-        say(f"{count} tasks of {seconds:g} s, submitted together")
-        tasks = await asyncio.gather(*(call_tool_task(
-            client, "work", {"label": f"T{i}", "seconds": seconds, "steps": 1})
-            for i in range(count)))
+        seconds = max(2 * scale, await room(client))
+        say(f"{count} tasks of {seconds:.2g} s, each call answered at once")
+        tasks = [await call_tool_task(client, "work", {
+            "label": f"T{i}", "seconds": seconds, "steps": 1}) for i in range(count)]
         other = (await client.call_tool("uppercase", {"text": "meanwhile"})).data
+        answered = now()
         try:  # a bounded wait that is too short gives up; the task does not
             await wait(tasks[-1], timeout=seconds / 4)
-            gave_up = False
+            gave_up = None
         except TimeoutError:
-            gave_up = True
-        answered, after = now(), await tasks[-1].status()
+            gave_up = now()
+        after = await tasks[-1].status()
         results = [(await task).data for task in tasks]  # `await task`: its result
     ids = [t.task_id for t in tasks]
     return Observed(
         ideal=seconds,
         checks={"the client answered another call while bodies ran": other == "MEANWHILE"
                 and answered < max(JOURNAL.time(i, "done") for i in ids),
-                "a short wait gave up, the task worked on": gave_up and after.status == "working",
+                "a short wait gave up, the task worked on": gave_up is not None
+                and JOURNAL.time(ids[-1], "done") > gave_up,
                 "each result matches its call": [r["label"] for r in results]
                 == [f"T{i}" for i in range(count)],
                 "each body ran exactly once": all(JOURNAL.of(i) == ["start", "done"] for i in ids),
@@ -592,8 +610,9 @@ async def poll(scale: float, on_sample: Callable[[str, Sample], None] = lambda *
                                                   for h in histories.values()),
                 "progress was seen, only ever moving forwards": bool(steps["A"])
                 and all(s == sorted(s) for s in steps.values()),
+                # (the message is the server's own record of how far the suite was)
                 "the suite's first failure was seen while it ran": failed is not None
-                and failed.at < ended["suite"] and int(failed.message.split("/")[0]) < 20},
+                and int(failed.message.split("/")[0]) < 20},
         facts={"transitions": {k: transitions(h) for k, h in histories.items()},
                "steps_seen": {k: list(dict.fromkeys(v)) for k, v in steps.items()},
                "first_failure_seen": failed and f"{failed.message}, at {failed.at:.2f} s",
@@ -604,9 +623,10 @@ async def poll(scale: float, on_sample: Callable[[str, Sample], None] = lambda *
 @lesson
 async def reconnect(scale: float) -> Observed:
     """Close the client mid-task; later any client holding the id attaches: the work went on."""
-    seconds, t0 = 2 * scale, now()
+    t0 = now()
     async with serving() as server:
         async with Client(server) as first:
+            seconds = max(2 * scale, await room(first))
             task = await call_tool_task(first, "work", {"label": "R", "seconds": seconds,
                                                         "steps": 10})
             task_id = task.task_id  # the only thing we keep (or paste to a teammate)
@@ -637,8 +657,9 @@ async def reconnect(scale: float) -> Observed:
 @lesson
 async def cancel(scale: float) -> Observed:
     """Cancel a running task: it reports cancelled, and its body stops."""
-    seconds, t0 = 2 * scale, now()
+    t0 = now()
     async with serving() as server, Client(server) as client:
+        seconds = max(2 * scale, await room(client))
         task = await call_tool_task(client, "work", {"label": "X", "seconds": seconds,
                                                      "steps": 10})
         await follow(task, t0, until=past_step(2))
@@ -654,7 +675,8 @@ async def cancel(scale: float) -> Observed:
     return Observed(
         ideal=seconds * 0.2,
         checks={"the task ended cancelled": after[-1].state == "cancelled",
-                "the body was interrupted, not finished": ended == "cancelled",
+                "the body was interrupted, not finished": ended == "cancelled"
+                and JOURNAL.time(task.task_id, ended) >= cancelled_at,
                 "result() raises": raised.startswith("raised")},
         facts={"body_ended": ended, "result": raised, "body_stopped_after_cancel_ms":
                (JOURNAL.time(task.task_id, ended) - cancelled_at) * 1000 if ended else None})
@@ -736,10 +758,11 @@ class SubmissionLimit(Middleware):
 @lesson
 async def limits(scale: float) -> Observed:
     """At most 2 bodies run at once, the rest wait queued; a client that floods is refused."""
-    seconds, slots, accepted, refused, t0 = 0.5 * scale, 2, {}, [], now()
+    slots, accepted, refused, t0 = 2, {}, [], now()
     # Refill is negligible over the burst, so exactly 4 calls get in.
     limit = SubmissionLimit(burst=4, per_second=0.01)
     async with serving(concurrency=slots, middleware=(limit,)) as server, Client(server) as client:
+        seconds = max(0.5 * scale, await room(client))
         say("alice submits 3 tasks, bob 6")
         for label in [f"alice-{i}" for i in range(3)] + [f"bob-{i}" for i in range(6)]:
             try:  # no auth here: the key is the client id each one declares
@@ -771,8 +794,9 @@ async def limits(scale: float) -> Observed:
 @lesson
 async def priority(scale: float, bulk: int = 6) -> Observed:
     """Bulk work capped below the slots: interactive work overtakes the bulk queue."""
-    seconds, t0 = 1 * scale, now()
+    t0 = now()
     async with serving(concurrency=BULK_SLOTS + 1) as server, Client(server) as client:
+        seconds = max(1 * scale, await room(client))
         say(f"{bulk} reindex tasks on {BULK_SLOTS + 1} slots, then one `work`")
         shards = [await call_tool_task(client, "reindex", {"shard": i, "seconds": seconds})
                   for i in range(bulk)]
@@ -792,7 +816,8 @@ async def priority(scale: float, bulk: int = 6) -> Observed:
                 started < max(JOURNAL.time(i, "start") for i in ids),
                 "every bulk task completed": all(JOURNAL.of(i) == ["start", "done"] for i in ids)},
         facts={"urgent_waited_ms": (started - asked) * 1000,
-               "bulk_started_at_s": sorted(JOURNAL.time(i, "start") - t0 for i in ids)})
+               "bulk_started_at_s": sorted(JOURNAL.time(i, "start") - t0 for i in ids),
+               "bulk_ended_at_s": sorted(JOURNAL.time(i, "done") - t0 for i in ids)})
 
 
 # ==========================================================================
@@ -1583,8 +1608,10 @@ async def start_server(*args: str, port: int | None = None) -> tuple[Child, str]
 @story
 async def crash(scale: float) -> Observed:
     """SIGKILL the waiting client's process: the work goes on, once; a new process gets it."""
-    seconds, t0 = 3 * scale, now()
+    t0 = now()
     async with serving() as server, on_http(server) as url, child_processes():
+        async with Client(server) as local:  # a slow machine gets a longer body
+            seconds = max(3 * scale, await room(local, requests=100))
         # Two real client processes over HTTP. The first submits and waits,
         # printing progress, and the task id first, as a careful client writes
         # it down. The second starts now too, and waits to be given that id.
@@ -1595,7 +1622,7 @@ async def crash(scale: float) -> Observed:
         task_id = await victim.first_line()
         started = now() - t0  # what the processes cost before any work began
         say("the client waits; at step 1 it is killed")
-        await victim.expect("step 1/")  # mid-wait, and the work mid-run
+        await victim.expect(" step ")  # mid-wait, and the work mid-run
         victim.kill()  # SIGKILL: no goodbye, no tasks/cancel, no closed connection
         killed_at = now()
         survivor.send(task_id)
@@ -1731,13 +1758,12 @@ async def distributed(scale: float) -> Observed:
         watch = Child.demo("watch", "task", "watch", "--url", url, "-")
         for w in workers:
             await w.expect("worker pid=")
-        submit, submit_doomed = await asyncio.gather(
-            client_process("submit", "submit", "--url", url, "--label", "build",
-                           "--seconds", str(seconds), "--steps", "8"),
-            client_process("submit doomed", "submit", "--url", url, "--label", "doomed",
-                           "--seconds", str(seconds * 10)))
-        task_id, to_cancel = submit.lines[-1], submit_doomed.lines[-1]
-        watch.send(task_id)
+        submit = Child.demo("submit", "task", "submit", "--url", url, "--label", "build",
+                            "--seconds", str(seconds), "--steps", "8")
+        submit_doomed = Child.demo("submit doomed", "task", "submit", "--url", url,
+                                   "--label", "doomed", "--seconds", str(seconds * 10))
+        watch.send(task_id := await submit.finish())  # the moment it is known
+        to_cancel = await submit_doomed.finish()
         say("the operator's view: what runs where (tasks_demo.py queue)")
         queued = await client_process_of("queue", "queue", "--backend", backend)
         running = next((line for line in queued.lines if to_cancel[:20] in line), "")

@@ -41,15 +41,15 @@ def holds(seen: demo.Observed) -> bool:
 
 def test_compare_ratios_measured_in_one_run():
     scale = 0.2
-    f = run(demo.compare, scale).facts
-    # No way can beat the work itself...
+    seen = run(demo.compare, scale)
+    f = seen.facts
+    # No way can beat the work itself: sequential pays for all three, the
+    # concurrent ways for the longest. (What tasks cost over gather is a
+    # figure, `bench`'s, not a claim a busy machine could break.)
     assert f["sequential_s"] >= 6 * scale
     assert f["gather_s"] >= 3 * scale and f["tasks_s"] >= 3 * scale
-    # ...sequential pays for all three, the concurrent ways for the longest...
-    assert f["sequential_s"] / f["gather_s"] > 1.6
-    assert f["sequential_s"] / f["tasks_s"] > 1.6
-    # ...and tasks cost little over gather: a poll interval, not a second.
-    assert f["tasks_s"] / f["gather_s"] < 1.3
+    assert f["tasks_over_gather"] == f["tasks_s"] / f["gather_s"]
+    assert holds(seen)
 
 
 def test_await_returns_each_result_and_what_the_server_advertises():
@@ -82,9 +82,9 @@ def test_poll_sees_states_progress_and_failures_in_order():
     for label, at in seen.facts["seen_ended_at_s"].items():
         assert at >= done[label], label  # nobody sees an end before it happens
     # Partial results: the first failure, named while the suite still ran.
-    ran, at = re.fullmatch(r"(\d+)/20 run, \d+ passed, failed: test_7(?:, test_14)?, at (.*) s",
-                           seen.facts["first_failure_seen"]).groups()
-    assert int(ran) < 20 and float(at) < done["suite"]
+    ran = re.fullmatch(r"(\d+)/20 run, \d+ passed, failed: test_7(?:, test_14)?, at .* s",
+                       seen.facts["first_failure_seen"])[1]
+    assert int(ran) < 20  # the server's own count: the suite still ran
     assert set(updates) == {"A", "B", "suite"}  # the live table was fed
     assert seen.facts["suite_report"] == {"suite": "checkout", "passed": 18,
                                           "failed": ["test_7", "test_14"]}
@@ -104,15 +104,15 @@ def test_crash_a_sigkilled_client_process_loses_nothing():
     assert seen.checks["the client process died of SIGKILL"]
     assert seen.checks["it died while the body ran"]
     assert "step" in seen.facts["victim_last_said"]  # it was mid-wait, printing progress
-    assert json.loads(seen.facts["survivor_said"]) == {
-        "label": "K", "seconds": 3 * SCALE, "steps": 10, "pid": os.getpid()}
+    assert json.loads(seen.facts["survivor_said"]) | {"seconds": 0} == {
+        "label": "K", "seconds": 0, "steps": 10, "pid": os.getpid()}
     assert seen.checks["the body ran exactly once"]
 
 
 def test_cancel_stops_the_body():
     seen = run(demo.cancel, SCALE)
     assert seen.facts["body_ended"] == "cancelled"
-    assert 0 <= seen.facts["body_stopped_after_cancel_ms"] < 1000
+    assert seen.facts["body_stopped_after_cancel_ms"] >= 0  # stopped by the cancel, after it
     assert seen.facts["result"].startswith("raised") and "cancelled" in seen.facts["result"]
     assert holds(seen)
 
@@ -148,11 +148,10 @@ def test_limits_queue_and_rate_limit():
 
 
 def test_priority_bulk_work_leaves_a_slot_for_interactive_work():
-    scale = 0.5  # bulk tasks of 0.5 s: the interactive one has room to start in
-    seen = run(demo.priority, scale)
-    starts = seen.facts["bulk_started_at_s"]
+    seen = run(demo.priority, SCALE)
+    starts, ends = seen.facts["bulk_started_at_s"], seen.facts["bulk_ended_at_s"]
     # Two at a time: the third bulk task starts only once one of the first two ended.
-    assert starts[2] - starts[1] >= 0.8 * 1 * scale
+    assert starts[2] >= min(ends[:2])
     assert holds(seen)
 
 
@@ -619,6 +618,11 @@ def test_the_library_worker_command_serves_this_server():
     assert not our_children()
 
 
+# A task that is still running however slow the machine: what a process left
+# behind when it stopped at once (and what a watcher still has to watch).
+LONG = {"label": "left-running", "seconds": 600, "steps": 1000}
+
+
 @needs_redis
 def test_sigterm_on_a_redis_serve_drains_and_twice_leaves_at_once():
     async def story():
@@ -629,8 +633,8 @@ def test_sigterm_on_a_redis_serve_drains_and_twice_leaves_at_once():
             for presses in (1, 2):
                 server, url = await demo.start_server("--backend", backend)
                 async with demo.remote(url, None) as client:
-                    task = await demo.call_tool_task(client, "work", {
-                        "label": f"drain-{presses}", "seconds": 3, "steps": 30})
+                    task = await demo.call_tool_task(client, "work", LONG if presses == 2 else {
+                        "label": "drain-1", "seconds": 3, "steps": 30})
                     await demo.follow(task, demo.now(), until=demo.past_step(1))
                 if presses == 2:  # a client following the task through this server
                     watch = demo.Child.demo("watch", "task", "watch", "--url", url,
@@ -640,23 +644,20 @@ def test_sigterm_on_a_redis_serve_drains_and_twice_leaves_at_once():
                     server.process.send_signal(signal.SIGTERM)
                     await server.expect("draining")
                     await asyncio.sleep(0.6)  # a second, separate signal
-                sent = demo.now()
                 code = await asyncio.to_thread(server.process.wait, 30)
-                left_after = demo.now() - sent
                 async with demo.remote(reader, None) as client:
                     state = (await (await demo.attach(client, task.task_id, "work")).status()
                              ).status
-                outcomes[presses] = (code, left_after, state, server.lines[-1])
+                outcomes[presses] = (code, state, server.lines[-1])
             watched = (await asyncio.to_thread(watch.process.wait, 30), watch.lines)
             return outcomes, watched
 
     outcomes, (watch_code, watch_said) = asyncio.run(asyncio.wait_for(story(), 120))
-    code, left_after, state, last = outcomes[1]
-    # Once: its worker finished the running task (3 s of work, ~0.1 s done), then it left.
-    assert (code, state, last) == (0, "completed", "drained") and left_after > 1
-    code, left_after, state, last = outcomes[2]
-    # Twice: at once, the task left running for another worker to take over.
-    assert code == 128 + signal.SIGTERM and left_after < 1.5 and state == "working"
+    # Once: its worker finished the running task, then it left.
+    assert outcomes[1] == (0, "completed", "drained")
+    # Twice: it left a ten-minute task running, for another worker to take over.
+    code, state, _ = outcomes[2]
+    assert code == 128 + signal.SIGTERM and state == "working"
     # Its server gone, the watching client ends in one line (not an httpx2 traceback).
     assert watch_code == 1 and not any("Traceback" in line for line in watch_said)
     assert watch_said[-1].startswith("tasks_demo.py: error: cannot reach http://"), watch_said
@@ -683,8 +684,8 @@ def test_ctrl_c_on_a_redis_worker_drains_and_twice_leaves_at_once():
                     worker = demo.Child.demo("worker", "worker", "--backend", backend)
                 await worker.expect("worker pid=", timeout=120)
                 async with demo.remote(url, None) as client:
-                    task = await demo.call_tool_task(client, "work", {
-                        "label": f"drain-{presses}", "seconds": 3, "steps": 30})
+                    task = await demo.call_tool_task(client, "work", LONG if presses == 2 else {
+                        "label": "drain-1", "seconds": 3, "steps": 30})
                     await demo.follow(task, demo.now(), until=demo.past_step(1))
                     for press in range(presses):
                         if presses == 1:
@@ -693,20 +694,17 @@ def test_ctrl_c_on_a_redis_worker_drains_and_twice_leaves_at_once():
                             worker.process.send_signal(signal.SIGINT)
                         await worker.expect("draining")
                         await asyncio.sleep(0.6)  # a second, separate press
-                    sent = demo.now()
                     code = await asyncio.to_thread(worker.process.wait, 30)
-                    left_after = demo.now() - sent
                     state = (await task.status()).status
-                outcomes[presses] = (code, left_after, state, worker.lines[-1])
+                outcomes[presses] = (code, state, worker.lines[-1])
             return outcomes
 
     outcomes = asyncio.run(asyncio.wait_for(story(), 150))
-    code, left_after, state, last = outcomes[1]
-    # One Ctrl-C: the running task finished first (3 s of work, ~0.1 s done).
-    assert state == "completed" and last == "drained" and left_after > 1
-    code, left_after, state, last = outcomes[2]
-    # Twice: at once, the task left running for another worker to take over.
-    assert code == 130 and left_after < 1.5 and state == "working"
+    # One Ctrl-C: the running task finished first.
+    assert outcomes[1][1:] == ("completed", "drained")
+    # Twice: it left a ten-minute task running, for another worker to take over.
+    code, state, _ = outcomes[2]
+    assert code == 130 and state == "working"
     assert not our_children()
 
 
@@ -1557,24 +1555,44 @@ def test_a_lesson_server_holds_the_tools_themselves_not_a_mount_of_them():
 
 @needs_redis
 def test_a_client_reads_through_a_redis_restart_and_a_busy_port_is_one_line():
+    # Each step waits on the one before it, not on the clock: the task parks on
+    # a question (it holds no worker), the client process reads it, Redis goes
+    # away while it does, comes back, and only then is the question answered.
+    class FirstRead(demo.Middleware):
+        def __init__(self):
+            self.seen = asyncio.Event()
+
+        async def on_request(self, context, call_next):
+            if context.method == "tasks/get":
+                self.seen.set()
+            return await call_next(context)
+
+    async def answer_when(go: asyncio.Event):
+        async def approver(message, response_type, params, context):
+            await go.wait()
+            return {"approved": True, "approver": "ops"}
+        return approver
+
     async def story():
         async with demo.child_processes():
             port, folder = demo.free_port(), tempfile.mkdtemp(prefix="tasks-demo-redis-")
             demo.FOLDERS.append(folder)
             redis = demo.redis_process(port, True, folder)
             await redis.expect("Ready to accept connections")
-            backend = f"redis://127.0.0.1:{port}/0"
-            async with demo.serving(backend=backend) as server, demo.on_http(server) as url:
-                task_id = (await asyncio.to_thread(rpc, url, "tools/call", {
-                    "name": "work", "arguments": {"label": "on", "seconds": 4, "steps": 4}},
-                    "work"))[1]["result"]["taskId"]
-                result = demo.Child.demo("result", "task", "result", "--url", url, task_id)
-                await asyncio.sleep(3)  # the client is waiting, and then the store goes away
+            backend, first_read, go = f"redis://127.0.0.1:{port}/0", FirstRead(), asyncio.Event()
+            async with demo.serving(backend=backend, middleware=(first_read,)) as server, \
+                    demo.on_http(server) as url, \
+                    demo.Client(url, elicitation_handler=await answer_when(go)) as client:
+                task = await demo.call_tool_task(client, "approve", {"action": "read on"})
+                result = demo.Child.demo("result", "task", "result", "--url", url, task.task_id)
+                await asyncio.wait_for(first_read.seen.wait(), 60)  # the client is reading
                 redis.process.terminate()
                 await asyncio.to_thread(redis.process.wait)
-                await asyncio.sleep(1)
+                await result.expect("reading again", timeout=60)  # it saw the store go
                 redis = demo.redis_process(port, True, folder)
                 await redis.expect("Ready to accept connections")
+                go.set()
+                answered = (await asyncio.wait_for(task.result(), 60)).data
                 await result.finish(timeout=60)
                 with socket.socket() as taken:
                     taken.bind(("127.0.0.1", 0))
@@ -1582,15 +1600,16 @@ def test_a_client_reads_through_a_redis_restart_and_a_busy_port_is_one_line():
                     busy = await asyncio.to_thread(
                         script, "worker", "--backend", backend,
                         "--metrics-port", str(taken.getsockname()[1]))
-            return result.lines, busy
+            return answered, result.lines, busy
 
     import socket
     import tempfile
 
-    said, busy = asyncio.run(asyncio.wait_for(story(), 120))
+    answered, said, busy = asyncio.run(asyncio.wait_for(story(), 150))
     assert any("task store unavailable" in line and line.endswith("reading again")
                for line in said), said
-    assert json.loads(said[-1])["label"] == "on"  # the result, after the outage
+    assert answered == "read on: approved by ops"
+    assert "read on: approved by ops" in said[-1]  # the same result, after the outage
     assert busy.returncode == 1
     assert "--metrics-port: cannot listen on 127.0.0.1" in one_line(busy.stderr)
 
