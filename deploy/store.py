@@ -1,0 +1,169 @@
+"""The task store on Redis: reached, shared, bounded, named when it fails.
+
+A request that only reads or writes the store gets its answer within
+STORE_DEADLINE, and a store that is down, frozen or full is named in one line
+(TaskRequests). Every process on a queue must share the snapshot key
+(same_key_as_the_queue). RedisJournal keeps the lessons' journal in Redis, for
+the stories that count runs across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import sys
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+from fastmcp.server.middleware import Middleware
+from fastmcp.utilities.tasks import TASKS_EXTENSION_ID
+from mcp.shared.exceptions import MCPError
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, RedisError
+
+from deploy import DemoError
+from tasks_demo import Journal
+
+
+async def require_redis(url: str) -> None:
+    from redis.asyncio import Redis
+
+    try:
+        redis = Redis.from_url(url, socket_connect_timeout=2)
+    except ValueError as error:
+        raise DemoError(f"--backend {url}: {error}") from None
+    try:
+        await redis.ping()
+    except Exception as error:
+        raise DemoError(f"cannot reach Redis at {url} ({error}): start redis-server "
+                        "or check --backend") from None
+    finally:
+        await redis.aclose()
+
+
+QUEUE = "tasks-demo"  # the module-level mcp's: every serve and worker process here shares it
+SHARED = ("redis", "rediss", "unix")  # the backends other processes can reach (Redis)
+
+
+def shared(backend: str) -> bool:
+    return urllib.parse.urlsplit(backend).scheme.lower() in SHARED
+
+
+def pooled(backend: str) -> str:
+    """redis-py's pool holds 100 connections and then *fails* a command rather
+    than wait: under load, requests would fail (-32603). Room for more."""
+    if shared(backend) and "max_connections" not in backend:
+        return backend + ("&" if "?" in backend else "?") + "max_connections=1000"
+    return backend
+
+
+# A request that only reads or writes the task store (tasks/*, and a tools/call
+# from a client that asked for tasks) gets its answer within STORE_DEADLINE; a
+# store that is down, frozen or full is named in one line, not "Internal error".
+STORE_DEADLINE = 10.0  # seconds
+
+
+class TaskRequests(Middleware):
+    """Bound and name what the task store does to a request (`serve`, the lessons)."""
+
+    async def on_request(self, context: Any, call_next: Callable) -> Any:
+        params = context.message if isinstance(context.message, dict) else {}
+        task_id = params.get("taskId")
+        if task_id is not None and not re.fullmatch(r"[\w-]{1,100}", str(task_id), re.ASCII):
+            # Not an id this server would issue: no store lookup, the usual answer.
+            shown = str(task_id)[:50].encode("ascii", "backslashreplace").decode()
+            raise MCPError(code=INVALID_PARAMS, message=f"Task {shown} not found")
+        ctx = context.fastmcp_context
+        bounded = context.method.startswith("tasks/") or ctx is not None and (
+            ctx.client_extension_settings(TASKS_EXTENSION_ID) is not None)
+        try:
+            if not bounded:
+                return await call_next(context)
+            return await asyncio.wait_for(call_next(context), STORE_DEADLINE)
+        except asyncio.TimeoutError:
+            raise MCPError(code=INTERNAL_ERROR, message="task store unavailable: no answer "
+                           f"within {STORE_DEADLINE:.0f} s (is Redis frozen?)") from None
+        except RedisError as error:  # the details (an address, say) stay in the server's log
+            logging.getLogger("tasks_demo").warning("task store: %r", error)
+            why = ("is full (maxmemory)" if isinstance(error, OutOfMemoryError) else
+                   "is unreachable" if isinstance(error, RedisConnectionError) else
+                   f"failed ({type(error).__name__})")
+            raise MCPError(code=INTERNAL_ERROR,
+                           message=f"task store unavailable: Redis {why}") from None
+
+
+async def same_key_as_the_queue(backend: str) -> None:
+    """Refuse to start with another snapshot key than the queue's other processes.
+
+    Every process on a queue must share the key (or all have none): one that
+    cannot read a task's snapshot fails that task, with a message that names
+    a dependency, not the key. So the first process to start seals a probe
+    with its key; each later one must open it, or say so here in one line.
+    The probe lives while a process renews it (every KEY_PROBE_TTL / 3): a
+    minute after the last process stops, a new key may take the queue over.
+    """
+    from fastmcp_tasks.encryption import SnapshotDecryptionError, snapshot_codec
+    from redis.asyncio import Redis
+
+    redis, codec, probe = Redis.from_url(backend), snapshot_codec(), f"{QUEUE}:key-probe"
+    try:
+        await redis.set(probe, codec.encode(QUEUE), nx=True, ex=KEY_PROBE_TTL)
+        codec.decode(await redis.get(probe))
+        await redis.expire(probe, KEY_PROBE_TTL)  # opened: this process renews it
+    except SnapshotDecryptionError:
+        mine = "this process has a key" if codec.protected else "this process has no key"
+        raise DemoError(f"{mine}, and the other processes on {QUEUE} do not share it: give "
+                        "every server and worker the same --key-file (to change keys: stop "
+                        f"them all, wait {KEY_PROBE_TTL} s, start them again)") from None
+    finally:
+        await redis.aclose()
+
+
+KEY_PROBE_TTL = 60  # seconds
+
+
+async def renewing_the_key_probe(backend: str) -> None:
+    while True:
+        await asyncio.sleep(KEY_PROBE_TTL / 3)
+        try:
+            await same_key_as_the_queue(backend)
+        except Exception as error:  # the store is away, or another key took it: say so
+            print(f"warning: key probe: {error}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# Past one machine: replicas behind a load balancer, a soak with faults
+# --------------------------------------------------------------------------
+# The 2026-07-28 transport is stateless: each request is one POST that says
+# everything (protocol version, method, tool name in the `Mcp-Name` header,
+# client capabilities in `_meta`), and a task lives in Redis, not in the
+# replica that accepted it. So any replica answers any request, and a plain
+# round-robin balancer needs no stickiness. (Clients on the older 2025-11-25
+# handshake hold a session, `Mcp-Session-Id`, in one replica's memory: for
+# them the balancer must route by that header: docs/deployment.md.)
+
+class RedisJournal(Journal):
+    """The journal kept in Redis too: what every process's bodies did, in one place."""
+
+    def __init__(self, url: str):
+        from redis.asyncio import Redis
+
+        super().__init__()
+        self.redis = Redis.from_url(url)
+
+    async def note(self, key: str, event: str) -> None:
+        from redis.exceptions import RedisError
+
+        await super().note(key, event)
+        for _ in range(100):  # through a Redis restart: no run may go unrecorded
+            try:
+                await self.redis.rpush(f"journal:{key}",
+                                       f"{event} {os.getpid()} {time.time():.3f}")
+                return
+            except RedisError:
+                await asyncio.sleep(0.1)
