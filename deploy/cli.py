@@ -16,6 +16,7 @@ import signal
 import sys
 import urllib.parse
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 from fastmcp.exceptions import ToolError
@@ -25,7 +26,7 @@ from deploy import DemoError
 from deploy.client import DEFAULT_URL
 from deploy.processes import LEAVE_ON, leave_now
 from deploy.store import SHARED, shared
-from tasks_demo import MAX_SECONDS, MAX_STEPS, claim, runnable, within
+from tasks_demo import MAX_SECONDS, MAX_STEPS, claim, runnable
 
 
 ID_MARK = "id:"  # (how parse_args keeps an id that begins with "-" from looking like a flag)
@@ -53,6 +54,19 @@ def bounded_text(most: int) -> Callable[[str], str]:
 def host_port(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host or "127.0.0.1", within(int, 1, 65535)(port)
+
+
+def within(kind: type, low: float, high: float) -> Callable[[str], Any]:
+    """Parse a number from `low` to `high`: what the server would accept."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not low <= value <= high:  # NaN fails this too
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {text!r}")
+        return value
+    return parse
 
 
 def add_commands(commands: argparse._SubParsersAction, argv: list[str]) -> list[str]:
