@@ -302,7 +302,7 @@ def test_all_runs_every_lesson_and_prints_the_summary():
 
 def test_readme_teaches_exactly_the_lessons_the_script_has():
     readme = (HERE / "README.md").read_text()
-    taught = re.findall(r"^### `(?:uv run tasks_demo\.py )?([\w-]+)`", readme, re.M)
+    taught = re.findall(r"^- \*\*`([\w-]+)`\*\*: ", readme, re.M)
     assert taught == list(demo.LESSONS)
 
 
