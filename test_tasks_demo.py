@@ -525,25 +525,38 @@ def test_approve_declines_an_answer_that_is_not_a_well_formed_yes(answer):
     assert asyncio.run(story()) == "drop table: declined"
 
 
-async def end_of_a_flood_cancelled(server) -> str | None:
-    """How a body reporting a thousand times a second (1,000 steps in 1 s) ended,
-    cancelled at step 50. Without a cap on reports, a cancel on memory:// waits a
-    few hundred ms, or never lands at all."""
+async def a_flood_cancelled(server, monkeypatch) -> tuple[str | None, list[int]]:
+    """A body asked to report a thousand times a second (1,000 steps in 1 s),
+    cancelled at step 50: how it ended, and the steps it reported. Without a cap
+    on reports, a cancel on memory:// waits a few hundred ms, or never lands."""
+    reported, report = [], demo.report
+
+    async def counted(ctx, progress, total, message):
+        reported.append(demo.step_of(message))
+        await report(ctx, progress, total, message)
+
+    monkeypatch.setattr(demo, "report", counted)
     async with demo.Client(server) as client:
         task = await demo.call_tool_task(client, "work", {
             "label": "fast", "seconds": 1, "steps": 1000})
         await demo.follow(task, demo.now(), until=demo.past_step(50))
         await task.cancel()
-        return await demo.JOURNAL.end_of(task.task_id, timeout=5)
+        return await demo.JOURNAL.end_of(task.task_id, timeout=5), [s for s in reported if s]
 
 
-def test_cancel_stops_a_body_asked_to_report_a_thousand_times_a_second():
+def flood_held(ended: str | None, reported: list[int]) -> bool:
+    # Stopped by the cancel, not finished; and it reported by the clock (at most
+    # every 50 ms), not at every step: the first report is at step 1, the next
+    # ones dozens of steps apart, however busy the machine.
+    return ended == "cancelled" and len(reported) * 10 < max(reported) + 10
+
+
+def test_cancel_stops_a_body_asked_to_report_a_thousand_times_a_second(monkeypatch):
     async def story():
         async with demo.serving() as server:
-            return await end_of_a_flood_cancelled(server)
+            return await a_flood_cancelled(server, monkeypatch)
 
-    # Stopped by the cancel, with most of its second to go: not finished ("done").
-    assert asyncio.run(asyncio.wait_for(story(), 60)) == "cancelled"
+    assert flood_held(*asyncio.run(asyncio.wait_for(story(), 60)))
 
 
 def test_a_body_over_its_wall_clock_limit_is_stopped_and_frees_its_slot(monkeypatch):
