@@ -228,11 +228,11 @@ async def reindex(
 # (the kit's `serve` adds what a deployment wants: docs/deployment.md)
 
 import re  # noqa: E402  (the lessons' own imports: the server above needs none of these)
-from typing import Literal  # noqa: E402
 from collections import OrderedDict, deque  # noqa: E402
 from collections.abc import AsyncIterator, Awaitable  # noqa: E402
 from contextlib import asynccontextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
+from typing import Literal  # noqa: E402
 
 from fastmcp import Client  # noqa: E402
 from fastmcp.server.dependencies import get_access_token  # noqa: E402

@@ -164,9 +164,10 @@ async def worker(backend: str, journal: bool, metrics: tuple[str, int] | None = 
                  health: tuple[str, int] | None = None) -> None:
     """Run tasks from a shared Redis, whichever server accepted them.
 
-    The same as fastmcp-tasks' own worker on the module-level `mcp`:
-    FASTMCP_DOCKET_URL=redis://... python -m fastmcp_tasks.worker_cli worker tasks_demo.py:mcp
-    plus Docket's Prometheus metrics and a health endpoint, when asked for.
+    fastmcp-tasks' own worker runs the lesson's module-level `mcp` on the same
+    queue: FASTMCP_DOCKET_URL=redis://... python -m fastmcp_tasks.worker_cli
+    worker tasks_demo.py:mcp. This one adds commit-once, the store's faults
+    named, Docket's Prometheus metrics and a health endpoint, when asked for.
     """
     from docket.instrumentation import healthcheck_server, metrics_server
 
