@@ -17,9 +17,9 @@ asks `tasks/get` for the state, the status message and at the end the result;
 FastMCP runs tasks on Docket, a queue in this process's memory or in Redis.
 
 What a task guarantees (each lesson below shows one, and checks it):
-- the work goes on with no client connected: a client that closed, or whose
-  process was killed, comes back by id and gets the result;
-- everyone holding the id sees one result, kept 15 minutes; once seen, fixed;
+- the work goes on with no client connected: a client that closed (or whose
+  process was killed: the kit's `crash`) comes back by id and gets the result;
+- everyone holding the id sees the same one result, kept 15 minutes;
 - cancel stops the body; a tool's error is an answer (`completed`, isError);
 - a task can stop to ask its client a question, and resume with the answer;
 - a server runs at most `concurrency` bodies at once; the rest wait, queued.
@@ -112,10 +112,11 @@ async def report(ctx: Context, progress: float, total: float | None, message: st
 
 
 def task_body(tool: Callable) -> Callable:
-    """What every tool's body runs inside. It announces itself (through the tool's
-    `ctx`): queued and running are both `working`, so a body's first act is a
-    status message, and a task `working` without one has not started. And a slot
-    is capacity: whatever its inputs, no body holds one past TIME_LIMIT."""
+    """What every tool's body runs inside. It announces itself through the tool's
+    `ctx` (each tool here takes one): queued and running are both `working`, so a
+    body's first act is a status message, and a `working` task without one has
+    not started. A slot is capacity: whatever its inputs, no body holds one past
+    TIME_LIMIT."""
 
     @functools.wraps(tool)
     async def body(*args: Any, **kwargs: Any) -> Any:
@@ -130,7 +131,7 @@ def task_body(tool: Callable) -> Callable:
     return body
 
 
-@mcp.tool(task=TASK)  # above task_body: the tool runs the wrapped function
+@mcp.tool(task=TASK)  # (the tool is what task_body wraps: the body inside its promises)
 @task_body
 async def work(
     label: Annotated[str, Field(description="what to call this work", max_length=100)],
@@ -174,7 +175,7 @@ async def approve(
     ctx: Context = CurrentContext(),
 ) -> str | InputRequiredResult:
     """Ask the user to approve `action`, then report the decision."""
-    # (The docstring is what clients see; this is how.) A task *returns* an
+    # (Clients see the docstring; here is how.) A task *returns* an
     # InputRequiredResult: it parks in `input_required`, holding no worker, and
     # runs again once the client answers (tasks/update), the answers in
     # `ctx.input_responses`. Only a plain call on the older 2025-11-25 protocol
@@ -204,8 +205,8 @@ def decided(action: str, outcome: str, content: Any) -> str:
 
 # Docket has no priorities; it has a cap per tool. At most BULK_SLOTS reindexes
 # run at once (across every worker: the count is kept in the store), so with
-# more slots than that `work` finds a free one at once, however many
-# reindexes wait. (Or give bulk tools a queue and workers of their own.)
+# more slots than that `work` never waits for a reindex to end, however many
+# wait. (Or give bulk tools a queue and workers of their own.)
 BULK_SLOTS = 2
 
 
@@ -250,7 +251,8 @@ from mcp_types import REQUEST_TIMEOUT  # noqa: E402
 # while nobody was connected, once, stopped when cancelled, never more than N at
 # once), each lesson's server wraps every body in `journaled`: JOURNAL notes, by
 # the server's clock, when it starts and how it ends. Read: JOURNAL.of(id) →
-# ["start", "done"] ("cancelled", "raised"); .time(id, event); .most_at_once(ids).
+# ["start", "done"] ("cancelled", "raised"); .time(id, event); .most_at_once(ids);
+# .end_of(id, timeout), the end once it lands.
 now = time.perf_counter  # the lessons' clock
 
 
@@ -259,7 +261,7 @@ class Journal:
     """Each task body's events, the last 10,000: (time, task id, event)."""
     events: deque = field(default_factory=lambda: deque(maxlen=10_000))
 
-    async def note(self, key: str, event: str) -> None:  # async: RedisJournal's is
+    async def note(self, key: str, event: str) -> None:  # async: the kit's, in Redis, is
         self.events.append((now(), key, event))
 
     def of(self, key: str) -> list[str]:
@@ -323,8 +325,7 @@ async def serving(concurrency: int = CONCURRENCY, middleware: tuple = ()
     server.add_extension(TasksExtension(name=f"lesson-{os.urandom(4).hex()}",
                                         concurrency=concurrency))
     journaled_tools(server, await mcp.list_tools())
-    # In memory a server's lifespan (with Docket's worker) lasts while a client
-    # is connected: one held open for the whole lesson keeps it running.
+    # A client held open keeps an in-memory server's lifespan (Docket's worker) running.
     async with Client(server):
         yield server
 
@@ -432,9 +433,8 @@ def say(what: str) -> None:
 
 
 async def room(client: Client, requests: int = 20) -> float:
-    """How long `requests` requests take on this machine now (the slowest of three, after
-    a first). A check that needs a body still running when the client acts makes the
-    body at least this long: an order of events then holds on a busy machine too."""
+    """This machine's time for `requests` requests now (the slowest of three, after a first):
+    a body that must still run when the client acts lasts this long, loaded or not."""
     times = []
     for _ in range(4):
         start = now()
@@ -687,10 +687,9 @@ async def input_(scale: float) -> Observed:
 
 
 class SubmissionLimit(Middleware):
-    """A token bucket per client on tools/call only (a poll is never refused), keyed by
-    the authenticated client, else the id a caller *declares* in `_meta` (that keeps
-    honest clients from starving each other, not an attacker out). At most `clients`
-    buckets: the least recently seen drop."""
+    """A token bucket per client on tools/call only (a poll is never refused), keyed by the
+    authenticated client, else the id a caller *declares* in `_meta` (that keeps honest
+    clients from starving each other, not an attacker out); the `clients` latest kept."""
 
     def __init__(self, burst: int, per_second: float, clients: int = 10_000):
         self.burst, self.per_second, self.clients = burst, per_second, clients
@@ -837,11 +836,13 @@ class Narration:
 
     def __init__(self, console: Console, name: str):
         self.console, self.name, self.said, self.start = console, name, "starting", now()
+        self.spinner = Spinner("dots")  # one spinner: it turns with time
         self.live = Live(self, console=console, auto_refresh=False, transient=True) \
             if console.is_terminal else None
 
     def __rich__(self) -> Any:
-        return Spinner("dots", f"[dim]{self.name}: {self.said} ({now() - self.start:.1f} s)[/]")
+        self.spinner.update(text=f"[dim]{self.name}: {self.said} ({now() - self.start:.1f} s)[/]")
+        return self.spinner
 
     def __call__(self, what: str) -> None:
         self.said = what
@@ -897,7 +898,6 @@ async def run_one(name: str, fn: Callable[..., Awaitable[Observed]], scale: floa
         table.add_row(f"[dim]{key}[/]", shown(key, value))
     console.print(table)
     return name, seen, took
-
 
 
 # ----- The command line: the lessons, then the kit's (deploy/, when it is beside) -----
