@@ -1,8 +1,9 @@
 """Clients of a `serve` process: the `task` command, and raw HTTP.
 
 `task submit|status|watch|result|cancel|load` talks to a server by URL, with a
-deadline on every command; a read goes on through a store's outage. `rpc` is
-one request of the stateless 2026-07-28 protocol, by hand, as any client sends it.
+deadline on every command; `watch` and `result` read on through a store's
+outage (`status` answers once, or names the fault). `rpc` is one request of the
+stateless 2026-07-28 protocol, by hand, as any client sends it.
 """
 
 from __future__ import annotations

@@ -191,7 +191,9 @@ async def worker(backend: str, journal: bool, metrics: tuple[str, int] | None = 
             except OSError as error:
                 raise DemoError(f"{flag}: cannot listen on {address[0]}:{address[1]} "
                                 f"({error.strerror or error})") from None
-        async with Client(server):  # a client held open keeps the Docket worker running
+        # The lifespan runs the Docket worker. (Not a client held open, as the
+        # lessons do: closing one gives the lifespan 5 s, and a drain stopped there.)
+        async with server._lifespan_manager():
             print(f"worker pid={os.getpid()} backend={backend}", flush=True)
             await stop.wait()
     print("drained", flush=True)

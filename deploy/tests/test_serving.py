@@ -218,8 +218,10 @@ def test_ctrl_c_on_a_redis_worker_drains_and_twice_leaves_at_once():
                     worker = processes.Child.demo("worker", "worker", "--backend", backend)
                 await worker.expect("worker pid=", timeout=120)
                 async with remote(url, None) as client:
+                    # Once: a task longer than the redelivery timeout, which a
+                    # drain must outlast (one cut short there left it working).
                     task = await demo.call_tool_task(client, "work", LONG if presses == 2 else {
-                        "label": "drain-1", "seconds": 3, "steps": 30})
+                        "label": "drain-1", "seconds": 6, "steps": 60})
                     await demo.follow(task, demo.now(), until=demo.past_step(1))
                     for press in range(presses):
                         if presses == 1:
