@@ -34,9 +34,18 @@ FOLDERS: list[str] = []  # and the temporary folders they used
 LEAVE_ON = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, `kill`, terminal closed
 
 
+# A signal that lands while a child is being started (forked, not yet in
+# CHILDREN) waits until it is there: else that child would outlive the story.
+STARTING: list[int] = []
+LEFT: list[int] = []
+
+
 def leave_now(signum: int = signal.SIGINT, *_: Any) -> None:
     """Ctrl-C where nothing is worth waiting for: exit 128+N, taking the children
     and their folders along (a killed parent's children would run on)."""
+    if STARTING:
+        LEFT.append(signum)
+        return
     for child in CHILDREN:
         child.kill()
     for folder in FOLDERS:
@@ -55,10 +64,17 @@ class Child:
 
     def __init__(self, name: str, *command: str, own_group: bool = False):
         self.name, self.lines = name, []
-        self.process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=own_group)
-        CHILDREN.append(self.process)
+        STARTING.append(1)
+        try:
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=own_group)
+            CHILDREN.append(self.process)
+        finally:
+            STARTING.pop()
+        if LEFT:  # a signal came while it started: now it goes too
+            leave_now(LEFT[0])
         self._reader = threading.Thread(target=self._collect, daemon=True)
         self._reader.start()
 
