@@ -16,8 +16,8 @@ import signal
 import sys
 import urllib.parse
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from fastmcp.exceptions import ToolError
 from rich.console import Console
@@ -29,7 +29,7 @@ from deploy.store import SHARED, shared
 from tasks_demo import MAX_SECONDS, MAX_STEPS, claim, runnable
 
 
-ID_MARK = "id:"  # (how parse_args keeps an id that begins with "-" from looking like a flag)
+ID_MARK = "id:"  # (how add_commands keeps an id that begins with "-" from looking like a flag)
 
 
 def http_url(text: str) -> str:
