@@ -35,7 +35,7 @@ from deploy.commit import committed
 from deploy.http import is_loopback, on_http
 from deploy.processes import LEAVE_ON, leave_now
 from deploy.store import (QUEUE, RedisJournal, TaskRequests, pooled, renewing_the_key_probe,
-                          require_redis, same_key_as_the_queue, shared)
+                          require_redis, same_key_as_the_queue, shared, warn_if_forgetful)
 from tasks_demo import CONCURRENCY, GuardedFastMCP, journaled_tools, mcp
 
 
@@ -130,6 +130,7 @@ async def serve(port: int, host: str, backend: str, worker: bool,
     on_redis = shared(backend)
     if on_redis:
         await require_redis(backend)
+        await warn_if_forgetful(backend)
         await same_key_as_the_queue(backend)
         renewing = asyncio.create_task(renewing_the_key_probe(backend))  # noqa: F841 (held) (held)
     try:  # bind, don't connect: a port in use, or an address not this machine's
@@ -172,6 +173,7 @@ async def worker(backend: str, journal: bool, metrics: tuple[str, int] | None = 
     from docket.instrumentation import healthcheck_server, metrics_server
 
     await require_redis(backend)
+    await warn_if_forgetful(backend)
     await same_key_as_the_queue(backend)
     renewing = asyncio.create_task(renewing_the_key_probe(backend))  # noqa: F841 (held)
     if journal:  # the soak counts every body's runs, across processes, in Redis

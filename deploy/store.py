@@ -46,6 +46,29 @@ async def require_redis(url: str) -> None:
         await redis.aclose()
 
 
+async def forgets_on_restart(url: str) -> bool:
+    """True when this Redis keeps nothing across a restart: no append-only file
+    and no RDB saves. (A Redis that refuses CONFIG, as managed ones may: unknown,
+    so no.)"""
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(url, socket_connect_timeout=2, decode_responses=True)
+    try:
+        config = {**await redis.config_get("appendonly"), **await redis.config_get("save")}
+    except RedisError:
+        return False
+    finally:
+        await redis.aclose()
+    return config.get("appendonly") == "no" and not config.get("save")
+
+
+async def warn_if_forgetful(url: str) -> None:
+    if await forgets_on_restart(url):
+        print(f"warning: the Redis at {url} keeps no data across a restart (no append-only "
+              "file, no RDB saves): a Redis restart loses every task (docs/deployment.md)",
+              file=sys.stderr, flush=True)
+
+
 QUEUE = "tasks-demo"  # the module-level mcp's: every serve and worker process here shares it
 SHARED = ("redis", "rediss", "unix")  # the backends other processes can reach (Redis)
 

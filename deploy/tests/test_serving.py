@@ -152,6 +152,26 @@ def test_the_library_worker_command_serves_this_server():
     assert not our_children()
 
 
+@needs_redis
+def test_serve_and_worker_warn_once_when_redis_keeps_nothing_across_a_restart():
+    async def story():
+        said = {}
+        async with processes.child_processes():
+            for persistent in (False, True):
+                backend = await processes.start_redis(persistent)
+                server, _ = await processes.start_server("--backend", backend, "--no-worker")
+                worker = processes.Child.demo("worker", "worker", "--backend", backend)
+                await worker.expect("worker pid=", timeout=60)
+                said[persistent] = [line for line in server.lines + worker.lines
+                                    if line.startswith("warning:")]
+        return said
+
+    said = asyncio.run(asyncio.wait_for(story(), 120))
+    assert len(said[False]) == 2 and all("a Redis restart loses every task" in line
+                                         for line in said[False]), said
+    assert said[True] == []  # an append-only file: nothing to warn of
+
+
 # A task that is still running however slow the machine: what a process left
 # behind when it stopped at once (and what a watcher still has to watch).
 LONG = {"label": "left-running", "seconds": 600, "steps": 1000}
