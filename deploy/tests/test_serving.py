@@ -152,26 +152,6 @@ def test_the_library_worker_command_serves_this_server():
     assert not our_children()
 
 
-@needs_redis
-def test_serve_and_worker_warn_once_when_redis_keeps_nothing_across_a_restart():
-    async def story():
-        said = {}
-        async with processes.child_processes():
-            for persistent in (False, True):
-                backend = await processes.start_redis(persistent)
-                server, _ = await processes.start_server("--backend", backend, "--no-worker")
-                worker = processes.Child.demo("worker", "worker", "--backend", backend)
-                await worker.expect("worker pid=", timeout=60)
-                said[persistent] = [line for line in server.lines + worker.lines
-                                    if line.startswith("warning:")]
-        return said
-
-    said = asyncio.run(asyncio.wait_for(story(), 120))
-    assert len(said[False]) == 2 and all("a Redis restart loses every task" in line
-                                         for line in said[False]), said
-    assert said[True] == []  # an append-only file: nothing to warn of
-
-
 # A task that is still running however slow the machine: what a process left
 # behind when it stopped at once (and what a watcher still has to watch).
 LONG = {"label": "left-running", "seconds": 600, "steps": 1000}
@@ -252,14 +232,20 @@ def test_ctrl_c_on_a_redis_worker_drains_and_twice_leaves_at_once():
                         await asyncio.sleep(0.6)  # a second, separate press
                     code = await asyncio.to_thread(worker.process.wait, 30)
                     state = (await task.status()).status
-                outcomes[presses] = (code, state, worker.lines[-1])
+                warned = [line for line in worker.lines if line.startswith("warning:")]
+                outcomes[presses] = (code, state, worker.lines[-1], warned)
             return outcomes
 
     outcomes = asyncio.run(asyncio.wait_for(story(), 150))
+    # Each worker said once that this Redis (no AOF, no RDB saves) forgets every
+    # task on a restart. (On a persistent one it says nothing: the busy-port
+    # worker of the Redis-restart test prints its one error line alone.)
+    assert all(len(o[3]) == 1 and "a Redis restart loses every task" in o[3][0]
+               for o in outcomes.values()), outcomes
     # One Ctrl-C: the running task finished first.
-    assert outcomes[1][1:] == ("completed", "drained")
+    assert outcomes[1][1:3] == ("completed", "drained")
     # Twice: it left a ten-minute task running, for another worker to take over.
-    code, state, _ = outcomes[2]
+    code, state, *_ = outcomes[2]
     assert code == 130 and state == "working"
     assert not our_children()
 
