@@ -129,6 +129,134 @@ def test_poll_sees_states_progress_and_failures_in_order():
     assert holds(seen)
 
 
+def test_push_tells_every_change_polling_saw_sooner_for_one_request():
+    seen = run(demo.push, SCALE)
+    assert seen.facts["requests"]["push"] == 1  # the listen itself: no tasks/get
+    assert seen.facts["requests"]["polling (tasks/get)"] >= 3
+    assert seen.facts["changes_seen"]["push"] >= seen.facts["changes_seen"]["polling"]
+    assert holds(seen)
+
+
+def listening_client(server, elicitation_handler=None):
+    hear = demo.Listener()
+    return hear, demo.Client(server, extensions=[hear], message_handler=hear,
+                             elicitation_handler=elicitation_handler)
+
+
+def test_push_tells_a_question_the_answer_and_a_cancel_each_once():
+    async def approver(message, response_type, params, context):
+        return {"approved": True, "approver": "dana"}
+
+    async def story():
+        async with demo.serving() as server:
+            hear, client = listening_client(server, elicitation_handler=approver)
+            async with client:
+                asking = await demo.call_tool_task(client, "approve", {"action": "ship"})
+                doomed = await demo.call_tool_task(client, "work", {
+                    "label": "doomed", "seconds": 60, "steps": 600})
+                records, answering = [], None
+                async for record in demo.listen(client, hear, [asking.task_id, doomed.task_id],
+                                                timeout=30):
+                    records.append(record)
+                    if record.status == "input_required":
+                        answering = asyncio.ensure_future(asking.result())  # the handler answers
+                    if demo.step_of(record.status_message) == 3:
+                        await doomed.cancel()
+                await answering
+                final = [await demo.attach(client, t.task_id, "approve") for t in (asking, doomed)]
+                return records, hear.asked, [(await t.status()) for t in final], asking.task_id
+    records, asked, final, asking = asyncio.run(asyncio.wait_for(story(), 60))
+    assert asked == 0  # every record came by push
+    of = {i: [(r.status, r.status_message) for r in records if r.task_id == i]
+          for i in {r.task_id for r in records}}
+    question = [r for r in records if r.status == "input_required"]
+    assert len(question) == 1 and [ask["params"]["message"] for ask in question[0]
+                                   .input_requests.values()] == ["Approve 'ship'?"]
+    states = [s for s, _ in of[asking]]
+    # Asked, answered (it runs again: working), done; the end pushed once, as tasks/get says.
+    assert states.index("input_required") < len(states) - 1 - states[::-1].index("working")
+    assert states[-1] == "completed" and states.count("completed") == 1
+    pushed_end = [r for r in records if r.task_id == asking][-1]
+    assert pushed_end.result == final[0].result  # the end, inlined, equals tasks/get's
+    doomed = [i for i in of if i != asking][0]
+    assert [s for s, _ in of[doomed]][-1] == "cancelled"
+    steps = [demo.step_of(m) for _, m in of[doomed] if demo.step_of(m)]
+    assert steps == sorted(steps) and steps[-1] >= 3  # forwards only
+
+
+def test_listen_polls_a_server_that_does_not_push_and_names_an_id_it_may_not_see():
+    async def story():
+        async with demo.serving() as pushing:
+            hear, client = listening_client(pushing)
+            async with client:
+                task = await demo.call_tool_task(client, "work", {"label": "x", "seconds": 0})
+                try:
+                    [r async for r in demo.listen(client, hear, [task.task_id, "no-such-id"])]
+                except demo.MCPError as error:
+                    refused = str(error)
+        server = demo.GuardedFastMCP("polled only")  # the server block's own: no Push
+        server.add_extension(demo.TasksExtension(name=f"plain-{os.urandom(4).hex()}"))
+        demo.journaled_tools(server, await demo.mcp.list_tools())
+        hear, client = listening_client(server)
+        async with client:
+            task = await demo.call_tool_task(client, "work", {"label": "y", "seconds": 0.2,
+                                                              "steps": 2})
+            records = [r async for r in demo.listen(client, hear, [task.task_id], timeout=30)]
+        return refused, records, hear.asked
+
+    refused, records, asked = asyncio.run(asyncio.wait_for(story(), 60))
+    assert "no-such-id not found" in refused  # left out of the ack, then tasks/get said so
+    assert records[-1].status == "completed" and records[-1].result["structuredContent"][
+        "label"] == "y"
+    assert asked >= len(records)  # every record came by tasks/get
+
+
+def test_a_listener_that_stops_reading_is_dropped_and_stalls_no_other(monkeypatch):
+    from mcp.server.session import ServerSession
+
+    wedged, notify = [], ServerSession.send_notification
+
+    async def stops_reading(self, notification, related_request_id=None):
+        # The first stream to be sent a task's record stops reading from then on.
+        if notification.method == "notifications/tasks":
+            wedged[:] = wedged or [related_request_id]
+            if related_request_id == wedged[0]:
+                await asyncio.sleep(3600)
+        await notify(self, notification, related_request_id)
+
+    monkeypatch.setattr(ServerSession, "send_notification", stops_reading)
+
+    async def story():
+        async with demo.serving() as server:
+            push = server._mcp_server._request_handlers["subscriptions/listen"].handler.__self__
+            push.send_within = 0.5
+            hear, client = listening_client(server)
+            async with client:
+                task = await demo.call_tool_task(client, "work", {"label": "z", "seconds": 1,
+                                                                  "steps": 10})
+                stuck = asyncio.ensure_future(client.session.send_request(
+                    demo.SubscriptionsListenRequest(params=demo.SubscriptionsListenRequestParams(
+                        notifications=demo.SubscriptionFilter(taskIds=[task.task_id]))),
+                    demo.SubscriptionsListenResult, request_read_timeout_seconds=30))
+                while not wedged:
+                    await asyncio.sleep(0.01)
+                records = [r async for r in demo.listen(client, hear, [task.task_id])]
+                try:
+                    await asyncio.wait_for(stuck, 10)
+                    ended = "gracefully"
+                except demo.MCPError as error:
+                    ended = str(error)
+            return records, hear.asked, ended, push.watching, push.channels
+
+    records, asked, ended, watching, channels = asyncio.run(asyncio.wait_for(story(), 60))
+    # The other stream heard every step and the end, by push alone…
+    assert asked == 0 and records[-1].status == "completed"
+    assert [demo.step_of(r.status_message) for r in records if demo.step_of(
+        r.status_message)] == list(range(1, 11))
+    assert ended != "gracefully"  # …and the one that stopped reading was cut off,
+    assert watching == {} and channels == {}  # holding nothing once both ended
+
+
 def test_reconnect_work_went_on_while_nobody_was_connected():
     seen = run(demo.reconnect, SCALE)
     # Progress had moved on when we came back (to the end, on a slow machine).
