@@ -201,6 +201,28 @@ def rpc(url: str, method: str, params: dict, name: str | None = None,
         return status, {k.lower(): v for k, v in answer.items()}, text
 
 
+async def listened(http: httpx2.AsyncClient, url: str, task_ids: list[str],
+                   meta: dict = MODERN_META, token: str | None = None
+                   ) -> AsyncIterator[tuple[float, dict]]:
+    """`subscriptions/listen` by hand: each frame of the stream as it comes, with when
+    (`now()`), the ack first, the listen's own answer last (at the server's close). A
+    refusal is that answer alone. Ends when the stream does; bound it from outside."""
+    body = json.dumps({"jsonrpc": "2.0", "id": "listen-1", "method": "subscriptions/listen",
+                       "params": {"notifications": {"taskIds": task_ids}, "_meta": meta}})
+    headers = {"content-type": "application/json", "mcp-method": "subscriptions/listen",
+               "accept": "application/json, text/event-stream",
+               "mcp-protocol-version": "2026-07-28",
+               **({"authorization": f"Bearer {token}"} if token else {})}
+    async with http.stream("POST", url, content=body, headers=headers,
+                           timeout=httpx2.Timeout(10, read=None)) as response:
+        if not response.headers.get("content-type", "").startswith("text/event-stream"):
+            yield now(), json.loads(await response.aread())
+            return
+        async for line in response.aiter_lines():
+            if line.startswith("data: "):
+                yield now(), json.loads(line[len("data: "):])
+
+
 async def load(url: str, count: int, seconds: float, over: float, poll: float,
                token: str | None = None) -> dict:
     """`task load`: submit `count` tasks through `url` over `over` seconds; follow each.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,7 +34,7 @@ class HttpServer(uvicorn.Server):
 
 
 SEND_WITHIN = 10.0  # seconds a client has to send a whole request, from its start
-MAX_CONNECTIONS = 1000  # open at once, idle ones included
+MAX_CONNECTIONS = 2000  # open at once, idle ones and listen streams (one each) included
 MAX_HEADERS = 16 * 1024  # bytes of request line and headers (every header goes into a task)
 
 
@@ -121,6 +122,10 @@ async def on_http(server: FastMCP, port: int | None = None, host: str = "127.0.0
     could drive a local server through DNS rebinding.
     """
     port = port or free_port()
+    # A connection is a file: let this process open as many as the system allows it.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < MAX_CONNECTIONS + 100:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, MAX_CONNECTIONS + 100), hard))
     extra = [*names, *([] if is_loopback(host) else [host])]
     app = server.http_app(host_origin_protection=True, allowed_hosts=extra or None)
     # Idle and slow clients are bounded: a whole request within SEND_WITHIN, its

@@ -36,7 +36,7 @@ from deploy.http import is_loopback, on_http
 from deploy.processes import LEAVE_ON, leave_now
 from deploy.store import (QUEUE, RedisJournal, TaskRequests, pooled, renewing_the_key_probe,
                           require_redis, same_key_as_the_queue, shared, warn_if_forgetful)
-from tasks_demo import CONCURRENCY, GuardedFastMCP, journaled_tools, mcp
+from tasks_demo import CONCURRENCY, GuardedFastMCP, Push, journaled_tools, mcp
 
 
 # On Redis, a task whose worker stops renewing its claim (it died, or only froze)
@@ -67,6 +67,7 @@ async def tasks_server(*, backend: str = "memory://", queue: str | None = None,
     # The journal inside commit-once: a rerun that finds a result standing is no run.
     journaled_tools(server, await mcp.list_tools(run_middleware=False), around=committed)
     with_schema_lookup(server)
+    server.push = Push(server)  # listeners hear each change: from any process on the store
     return server
 
 
@@ -158,6 +159,7 @@ async def serve(port: int, host: str, backend: str, worker: bool,
               f"worker={'yes' if worker else 'no'} auth={'tokens' if tokens else 'none'}",
               flush=True)
         await stop.wait()
+        server.push.close()  # each listen stream ends with its answer: not dropped
     print("drained", flush=True)
 
 

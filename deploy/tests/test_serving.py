@@ -11,12 +11,13 @@ import subprocess
 import sys
 import time
 
+import httpx2
 import pytest
 from fastmcp.server.auth.providers.jwt import StaticTokenVerifier
 
 import tasks_demo as demo
 from deploy import http, processes, stories, store
-from deploy.client import remote
+from deploy.client import listened, remote
 from deploy.commit import committed
 from deploy.serving import running, serve, tasks_server
 from deploy.testing import MODERN, needs_redis, our_children, rpc, rss_mb, rss_of, said
@@ -723,3 +724,99 @@ def test_headers_over_the_cap_are_refused_whole_or_in_pieces():
                 for size in (1000, http.MAX_HEADERS, 60_000)]
 
     assert asyncio.run(asyncio.wait_for(story(), 60)) == [200, 431, 431]
+
+
+# -- push: subscriptions/listen on the raw wire ------------------------------------
+
+
+async def heard(http_client, url: str, task_ids: list[str], **options) -> list[tuple[float, dict]]:
+    """A listen stream's frames until each task's record is final, or the stream ends."""
+    frames, final = [], set()
+    async for at, frame in listened(http_client, url, task_ids, **options):
+        frames.append((at, frame))
+        params = frame.get("params", {})
+        if params.get("status") in demo.TERMINAL:
+            final.add(params["taskId"])
+        if final >= set(task_ids) and task_ids:
+            break
+    return frames
+
+
+@needs_redis
+def test_a_listener_on_one_replica_hears_tasks_submitted_through_another_run_by_a_worker():
+    async def story():
+        async with processes.child_processes():
+            backend = await processes.start_redis()
+            (replica, a), (_, b) = [await processes.start_server("--backend", backend,
+                                                                 "--no-worker") for _ in "ab"]
+            worker = processes.Child.demo("worker", "worker", "--backend", backend)
+            await worker.expect("worker pid")
+
+            def submit(seconds: float) -> str:
+                _, answer = rpc(b, "tools/call", {"name": "work", "arguments": {
+                    "label": "pushed", "seconds": seconds, "steps": 2}}, "work")
+                return answer["result"]["taskId"]
+
+            ids = await asyncio.gather(*(asyncio.to_thread(submit, 0.2) for _ in range(200)))
+            async with httpx2.AsyncClient(limits=httpx2.Limits(max_connections=None)) as web:
+                # Each task heard through replica A, a listener each, all at once.
+                streams = await asyncio.gather(*(heard(web, a, [i]) for i in ids))
+                record = rpc(a, "tasks/get", {"taskId": ids[0]})[1]["result"]
+                refused = {"no capability": await heard(web, a, ids[:1], meta={
+                               **MODERN, "io.modelcontextprotocol/clientCapabilities": {}}),
+                           "unknown id": [],
+                           "drained": []}
+                long = await asyncio.to_thread(submit, 600)
+                async for _, frame in listened(web, a, ["no-such-task", long]):
+                    refused["drained"].append(frame)
+                    if frame.get("method") == "notifications/subscriptions/acknowledged":
+                        refused["unknown id"] = frame["params"]["notifications"]["taskIds"]
+                    if frame.get("method") == "notifications/tasks":
+                        replica.process.send_signal(signal.SIGTERM)  # a drain: streams end
+            return ids, streams, record, refused, long
+
+    ids, streams, record, refused, long = asyncio.run(asyncio.wait_for(story(), 150))
+    for task_id, frames in zip(ids, streams):
+        ack, *records = [frame for _, frame in frames]
+        assert ack["method"] == "notifications/subscriptions/acknowledged"
+        assert ack["params"]["notifications"]["taskIds"] == [task_id]
+        # Nothing but the task's records, each tagged with the stream's id…
+        assert {f["method"] for f in records} == {"notifications/tasks"}
+        assert {f["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"]
+                for f in [ack, *records]} == {"listen-1"}
+        assert all(f["params"]["taskId"] == task_id for f in records)
+        # …and its end, once: completed, the result inlined.
+        assert [f["params"]["status"] for f in records].count("completed") == 1
+        assert records[-1]["params"]["status"] == "completed"
+    first_end = streams[0][-1][1]["params"]
+    assert first_end["result"] == record["result"]  # what tasks/get then said
+    # Without the tasks capability: -32021, naming the extension.
+    (_, error), = refused["no capability"]
+    assert error["error"]["code"] == -32021
+    assert "io.modelcontextprotocol/tasks" in error["error"]["data"]["requiredCapabilities"][
+        "extensions"]
+    assert refused["unknown id"] == [long]  # an id it may not see is left out, unsaid
+    # A drain ends the stream with the listen's answer, tagged: not a dropped stream.
+    assert refused["drained"][-1]["result"]["_meta"][
+        "io.modelcontextprotocol/subscriptionId"] == "listen-1"
+    assert not our_children()
+
+
+def test_a_listener_hears_only_its_own_tenants_tasks():
+    tokens = {"tok-alice": "alice", "tok-bob": "bob"}
+    auth = StaticTokenVerifier({t: {"client_id": n} for t, n in tokens.items()})
+
+    async def story():
+        server = await tasks_server(auth=auth)
+        async with http.on_http(server) as url, httpx2.AsyncClient() as web:
+            async with demo.Client(url, auth="tok-alice") as alice:
+                task = await demo.call_tool_task(alice, "work", {"label": "hers", "seconds": 0})
+            acks = {}
+            for token in tokens:
+                async for _, frame in listened(web, url, [task.task_id], token=token):
+                    acks[tokens[token]] = frame["params"]["notifications"]["taskIds"]
+                    break
+            return acks, task.task_id
+
+    acks, task_id = asyncio.run(asyncio.wait_for(story(), 60))
+    assert acks == {"alice": [task_id], "bob": []}
