@@ -282,7 +282,7 @@ class Push:
     for `send_within` s, and that stream is dropped (its client listens again)."""
 
     def __init__(self, server: FastMCP, backlog: int = 1000, send_within: float = 10.0,
-                 most_ids: int = 100):
+                 most_ids: int = 100, reads: int = 20):
         self.server, self.backlog, self.send_within, self.most_ids = (
             server, backlog, send_within, most_ids)
         self.watching: dict[tuple[str | None, str], set[asyncio.Queue]] = {}
@@ -291,6 +291,7 @@ class Push:
         self.pubsub: Any = None
         self.hearing: asyncio.Task | None = None
         self.heard = asyncio.Event()  # connected: subscriptions can be made
+        self.reading = asyncio.Semaphore(reads)  # store reads at once, whatever the streams
         self.closing = asyncio.Event()
         server._mcp_server.add_request_handler("subscriptions/listen",
                                                SubscriptionsListenRequestParams, self.listen)
@@ -392,7 +393,9 @@ class Push:
                 await asyncio.wait_for(self.heard.wait(), self.send_within)
                 for task_id in dict.fromkeys(asked or []):
                     try:  # another's, unknown, expired: left out of the ack, unsaid
-                        execution, *_ = await _lookup_task(self.server._docket, scope, task_id)
+                        async with self.reading:
+                            execution, *_ = await _lookup_task(self.server._docket, scope,
+                                                               task_id)
                     except MCPError:
                         continue
                     self.watching.setdefault((scope, task_id), set()).add(queue)
@@ -439,16 +442,19 @@ class Push:
     async def current(self, task_id: str, scope: str | None) -> Watched:
         """The task's record now, as tasks/get gives it (this caller's scope decides
         what it may see), and where its progress stood when read."""
-        execution, _, leg, _, _ = await _lookup_task(self.server._docket, scope, task_id)
+        async with self.reading:
+            execution, _, leg, _, _ = await _lookup_task(self.server._docket, scope, task_id)
         record = await self.record(task_id)
-        await execution.progress.sync()  # read after: as new as the record, or newer
+        async with self.reading:
+            await execution.progress.sync()  # read after: as new as the record, or newer
         seen = Watched(task_id, record, leg, execution.progress.updated_at)
         if record["status"] == "working":
             seen.record = {**record, "statusMessage": execution.progress.message}
         return seen
 
     async def record(self, task_id: str) -> dict:
-        got = await tasks_get(self.server, task_id)
+        async with self.reading:
+            got = await tasks_get(self.server, task_id)
         return got.model_dump(by_alias=True, mode="json", exclude_none=True,
                               exclude={"result_type", "meta"})
 

@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 import tasks_demo
+from deploy import DemoError
 from deploy.client import rpc
 from deploy.processes import (SCRIPT, Child, child_processes, free_port, start_redis,
                               start_server)
@@ -448,6 +449,80 @@ async def polling_capacity(backend_kind: str, duration: float) -> dict:
                for label, interval in (("20ms", 0.02), ("1s", 1), ("5s", 5))}}
 
 
+async def push_or_poll(way: str, waiting: int, seconds: float) -> dict:
+    """`waiting` clients, each waiting on one task through one replica: polling tasks/get
+    at the server's 20 ms, or listening. How late each saw its task end (the worker's
+    journal has the end), what that cost the replica, and what it held meanwhile.
+
+    The tasks wait queued until every client is attached (the worker starts then),
+    so no client arrives after its task ended; the figures run from the worker's start
+    to the last client's news."""
+    import httpx2
+    from redis.asyncio import Redis
+
+    from deploy.client import MODERN_META, listened
+
+    seen: dict[str, float] = {}
+    requests, attached = 0, asyncio.Event()
+    async with child_processes():
+        backend = await start_redis()
+        replica, url = await start_server("--backend", backend, "--no-worker")
+        redis = Redis.from_url(backend, decode_responses=True)
+        ids = await submit_many(url, waiting, seconds)
+        limits = httpx2.Limits(max_connections=None, max_keepalive_connections=None)
+        async with httpx2.AsyncClient(limits=limits, timeout=60) as web:
+
+            async def poll(task_id: str) -> None:
+                nonlocal requests
+                body = {"jsonrpc": "2.0", "id": 1, "method": "tasks/get",
+                        "params": {"taskId": task_id, "_meta": MODERN_META}}
+                while True:
+                    answer = (await web.post(url, json=body, headers={
+                        "accept": "application/json, text/event-stream",
+                        "mcp-protocol-version": "2026-07-28", "mcp-method": "tasks/get"})).json()
+                    requests += 1
+                    if answer["result"]["status"] in TERMINAL:
+                        seen[task_id] = time.time()
+                        return
+                    await attached.wait()  # (until every client is in: one look each)
+                    await asyncio.sleep(POLL_INTERVAL.total_seconds())
+
+            async def listen(task_id: str) -> None:
+                nonlocal requests
+                async for _, frame in listened(web, url, [task_id]):
+                    requests += frame.get("method") == "notifications/subscriptions/acknowledged"
+                    if frame.get("params", {}).get("status") in TERMINAL:
+                        seen[task_id] = time.time()
+                        return
+                    if "error" in frame:
+                        raise DemoError(f"a listen stream ended: {frame['error']['message']}")
+
+            clients = [asyncio.create_task((poll if way == "poll" else listen)(i)) for i in ids]
+            while requests < waiting:  # each polled once, or each stream acknowledged
+                await asyncio.sleep(0.1)
+            attached.set()
+            peak_connections = peak_rss = 0
+            worker = Child.demo("worker", "worker", "--backend", backend, "--journal")
+            await worker.expect("worker pid")
+            requests_before, before, start = requests, cpu_seconds(replica.process.pid), now()
+            while not all(c.done() for c in clients):
+                peak_connections = max(peak_connections,
+                                       (await redis.info("clients"))["connected_clients"])
+                peak_rss = max(peak_rss, rss_bytes(replica.process.pid))
+                await asyncio.sleep(0.2)
+            took, cpu = now() - start, cpu_seconds(replica.process.pid) - before
+            await asyncio.gather(*clients)
+        ends = {i: float((await redis.lrange(f"journal:{i}", -1, -1))[0].split()[2]) for i in ids}
+        await redis.aclose()
+    lags = [seen[i] - ends[i] for i in ids]
+    return {"way": f"{way}{' at 20 ms' if way == 'poll' else ''}", "clients": waiting,
+            "every_end_seen": len(seen) == waiting,
+            "lag_median_ms": 1000 * percentile(lags, 50), "lag_p99_ms": 1000 * percentile(lags, 99),
+            "requests_per_client": (requests - requests_before) / waiting if way == "poll" else 1,
+            "replica_cpu_ms_per_client_s": 1000 * cpu / (waiting * took),
+            "redis_connections_peak": peak_connections, "replica_rss_mb_peak": peak_rss / 2**20}
+
+
 async def memory_per_result(count: int) -> list[dict]:
     """What `count` finished tasks keep, per 10,000, in Redis and in a memory:// server."""
     rows = []
@@ -491,6 +566,10 @@ async def bench_distributed(quick: bool) -> dict:
         "polling": lambda: each(*(functools.partial(polling_capacity, kind, 1 if quick else 5)
                                   for kind in ("redis", "memory"))),
         "memory": lambda: memory_per_result(200 if quick else 2000),
+        # Waiting clients, polling or pushed to: the pair at one count, then push at 1,000.
+        "push": lambda: each(*(functools.partial(push_or_poll, way, count, 0.05) for way, count
+                               in ((("poll", 20), ("push", 20)) if quick else
+                                   (("poll", 200), ("push", 200), ("push", 1000))))),
     }.items():
         await measured(figures, name, make)
     return figures
@@ -538,7 +617,9 @@ def show_bench(console: Console, figures: dict) -> None:
                 d["per_request"], None),
                ("7. Workers on Redis, 0.5 s tasks, against Docket alone", d["scaling"], None),
                ("8. tasks/get one replica answers", d["polling"], None),
-               ("9. Memory kept per 10,000 finished tasks", d["memory"], None)) if d else ())):
+               ("9. Memory kept per 10,000 finished tasks", d["memory"], None),
+               ("10. Clients waiting on their tasks: polling or pushed to, one replica",
+                d["push"], None)) if d else ())):
         if isinstance(rows, dict) and "failed" in rows:  # marked, and the rest still shown
             console.print(f"[red]{title}: not measured: {rows['failed']}[/]")
         else:

@@ -102,8 +102,10 @@ class TaskRequests(Middleware):
             shown = str(task_id)[:50].encode("ascii", "backslashreplace").decode()
             raise MCPError(code=INVALID_PARAMS, message=f"Task {shown} not found")
         ctx = context.fastmcp_context
+        # (A listen stream is no request to bound: it lives until its client leaves.)
         bounded = context.method.startswith("tasks/") or ctx is not None and (
-            ctx.client_extension_settings(TASKS_EXTENSION_ID) is not None)
+            ctx.client_extension_settings(TASKS_EXTENSION_ID) is not None
+            and context.method != "subscriptions/listen")
         try:
             if not bounded:
                 return await call_next(context)

@@ -820,3 +820,18 @@ def test_a_listener_hears_only_its_own_tenants_tasks():
 
     acks, task_id = asyncio.run(asyncio.wait_for(story(), 60))
     assert acks == {"alice": [task_id], "bob": []}
+
+
+def test_a_listen_stream_outlives_the_store_deadline_that_bounds_a_request(monkeypatch):
+    monkeypatch.setattr(store, "STORE_DEADLINE", 0.5)  # a request, not a stream, has one
+
+    async def story():
+        server = await tasks_server()
+        async with http.on_http(server) as url, httpx2.AsyncClient() as web:
+            async with demo.Client(url) as client:
+                task = await demo.call_tool_task(client, "work", {"label": "long",
+                                                                  "seconds": 1.5, "steps": 3})
+                return await heard(web, url, [task.task_id])
+
+    frames = asyncio.run(asyncio.wait_for(story(), 60))
+    assert frames[-1][1]["params"]["status"] == "completed"
