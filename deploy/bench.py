@@ -520,6 +520,7 @@ async def push_or_poll(way: str, waiting: int, seconds: float) -> dict:
             "lag_median_ms": 1000 * percentile(lags, 50), "lag_p99_ms": 1000 * percentile(lags, 99),
             "requests_per_client": (requests - requests_before) / waiting if way == "poll" else 1,
             "replica_cpu_ms_per_client_s": 1000 * cpu / (waiting * took),
+            "clients_per_core": waiting * took / max(cpu, 1e-6),
             "redis_connections_peak": peak_connections, "replica_rss_mb_peak": peak_rss / 2**20}
 
 

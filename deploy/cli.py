@@ -97,7 +97,7 @@ def add_commands(commands: argparse._SubParsersAction, argv: list[str]) -> list[
     bench_command.add_argument("--json", action="store_true", help="print the figures as JSON")
     bench_command.add_argument("--distributed", action="store_true",
                                help="also Redis, HTTP and workers: cost against a minimal "
-                                    "server, scaling, polling, memory")
+                                    "server, scaling, polling, memory, push")
     # The pieces the stories are made of, to run by hand in separate terminals.
     serve_command = commands.add_parser("serve", help="serve the tools over HTTP on 127.0.0.1")
     serve_command.add_argument("--port", type=within(int, 1, 65535), default=8000)

@@ -379,6 +379,11 @@ def test_the_curl_recipe_in_the_docs_runs_as_written():
     assert '"status":"completed"' in lines[1] and '"label":"curl"' in lines[1]
     assert "deploy: approved by curl" in lines
     assert lines[-1] == "cancelled"
+    pushed = [json.loads(line[len("data: "):]) for line in lines if line.startswith("data: ")]
+    assert pushed[0]["method"] == "notifications/subscriptions/acknowledged"
+    assert {f["method"] for f in pushed[1:]} == {"notifications/tasks"}
+    assert pushed[-1]["params"]["status"] == "completed"
+    assert pushed[-1]["params"]["result"]["structuredContent"]["label"] == "pushed"
 
 
 # -- guarantees under faults: late runs, slow clients, a store that fails -----
