@@ -35,7 +35,9 @@ commit-once, deploy/commit.py, keeps the first result and one effect).
 
 Down to `# END OF SERVER` is a whole server: copy it into a file and serve it
 (`fastmcp run yours.py:mcp --transport http`). Then: how the lessons watch it,
-client recipes, the lessons, the runner."""
+client recipes, the lessons, the runner. (Push, a server telling listeners each
+change instead of being polled: the `push` lesson; its server side, the kit's
+deploy/push.py.)"""
 
 from __future__ import annotations
 
@@ -228,275 +230,13 @@ async def reindex(
 # END OF SERVER --------- copy everything above into your own file and it runs
 # (the kit's `serve` adds what a deployment wants: docs/deployment.md)
 
-# ===== Push: the server tells listeners each change =======================================
-# Polling costs a request per look and sees the end one interval late. The tasks
-# extension lets a server push instead: a client sends `subscriptions/listen` with
-# `notifications.taskIds`; the server acks the ids it agreed to, then sends
-# `notifications/tasks`, the task's whole record (what tasks/get would say), at each
-# change. FastMCP does not; `Push(mcp)` after the server block does, from what Docket
-# already publishes for every run (its state and progress, through the store: on
-# Redis, every process hears every other's). Optional by the spec: a server that
-# never pushes is conformant, and a client falls back to polling (the `listen` recipe).
-import json  # noqa: E402  (push's own imports: the server above needs none)
+import dataclasses  # noqa: E402  (the lessons' own imports: the server above needs none)
+import importlib.util  # noqa: E402
 import re  # noqa: E402
-import dataclasses  # noqa: E402
-from collections import deque  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from datetime import datetime  # noqa: E402
-
-from docket._redis import RedisError  # noqa: E402
-from fastmcp.server.dependencies import bind_request_context  # noqa: E402
-from fastmcp.server.extensions import read_client_extension_settings  # noqa: E402
-from fastmcp.utilities.tasks import TASKS_EXTENSION_ID  # noqa: E402
-from fastmcp_tasks.context import get_task_scope  # noqa: E402
-from fastmcp_tasks.handlers import _lookup_task, tasks_get  # noqa: E402
-from fastmcp_tasks.keys import leg_execution_key, leg_number_from_key, parse_task_key  # noqa: E402,E501
-from fastmcp_tasks.models import missing_capability_error_data  # noqa: E402
-from mcp.shared.exceptions import MCPError  # noqa: E402
-from mcp_types import (INVALID_PARAMS, MISSING_REQUIRED_CLIENT_CAPABILITY,  # noqa: E402
-                       SubscriptionsListenRequestParams, SubscriptionsListenResult)
-
-SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"  # on every frame of a stream
-FINAL = ("completed", "failed", "cancelled")
-
-
-class Frame(BaseModel):
-    """A notification on a listen stream: its method and params, as they go on the wire."""
-    method: str
-    params: dict
-
-
-@dataclass
-class Watched:
-    """What one stream last told of one task: so it sends changes only, never backwards."""
-    task_id: str
-    record: dict  # the last frame's params
-    leg: int  # a task that asked a question runs again as leg 2, 3…
-    progress_at: datetime | None = None  # the newest progress applied (the worker's clock)
-
-
-class Push:
-    """Serve `subscriptions/listen` for tasks on `server`. One pub/sub connection a
-    process, whatever the listeners, subscribed to the channels of the tasks they
-    watch; each stream's backlog bounded: `backlog` changes unsent, or a frame unsent
-    for `send_within` s, and that stream is dropped (its client listens again)."""
-
-    def __init__(self, server: FastMCP, backlog: int = 1000, send_within: float = 10.0,
-                 most_ids: int = 100, reads: int = 20):
-        self.server, self.backlog, self.send_within, self.most_ids = (
-            server, backlog, send_within, most_ids)
-        self.watching: dict[tuple[str | None, str], set[asyncio.Queue]] = {}
-        self.channels: dict[str, int] = {}  # → how many streams need it
-        self.unconfirmed: dict[str, deque[asyncio.Event]] = {}
-        self.pubsub: Any = None
-        self.hearing: asyncio.Task | None = None
-        self.heard = asyncio.Event()  # connected: subscriptions can be made
-        self.reading = asyncio.Semaphore(reads)  # store reads at once, whatever the streams
-        self.closing = asyncio.Event()
-        server._mcp_server.add_request_handler("subscriptions/listen",
-                                               SubscriptionsListenRequestParams, self.listen)
-
-    def channels_of(self, key: str) -> list[str]:
-        """A run's channels, and its next leg's (a question answered: the task runs again)."""
-        leg, base = leg_number_from_key(key), key.split("#")[0]
-        return [self.server._docket.key(f"{kind}:{leg_execution_key(base, n)}")
-                for n in (leg, leg + 1) for kind in ("state", "progress", "cancel")]
-
-    async def hear(self) -> None:
-        """Relay what Docket publishes on the watched channels to the streams watching."""
-        docket = self.server._docket
-        while True:
-            try:
-                async with docket._pubsub() as pubsub:
-                    # A channel of our own: subscribed from the start, as redis-py needs.
-                    channels = [docket.key("push"), *self.channels]
-                    await pubsub.subscribe(*channels)
-                    self.pubsub, resubscribed = pubsub, len(channels)
-                    while True:
-                        message = await pubsub.get_message(timeout=None)
-                        kind, channel = message["type"], message["channel"]
-                        channel = channel.decode() if isinstance(channel, bytes) else channel
-                        if kind == "subscribe":
-                            if self.unconfirmed.get(channel):
-                                self.unconfirmed[channel].popleft().set()
-                            resubscribed -= 1
-                            if resubscribed == 0:  # all ours again: catch up what passed
-                                self.heard.set()
-                                for queues in list(self.watching.values()):
-                                    for queue in queues:
-                                        self.relay(queue, ("refetch", None, None))
-                        elif kind == "message":
-                            self.route(channel, message["data"])
-            except (RedisError, OSError):  # the store blinked: listen again, then catch up
-                self.heard.clear()
-                self.pubsub = None
-                await asyncio.sleep(0.5)
-
-    def route(self, channel: str, data: Any) -> None:
-        kind, _, key = channel[len(self.server._docket.key("")):].partition(":")
-        parts = parse_task_key(key)
-        for queue in self.watching.get((parts["task_scope"], parts["client_task_id"]), ()):
-            self.relay(queue, (kind, key, data))
-
-    def relay(self, queue: asyncio.Queue, event: tuple) -> None:
-        try:
-            queue.put_nowait(event)
-        except asyncio.QueueFull:  # a listener that stopped reading: never the others' wait
-            queue.dropped = True  # type: ignore[attr-defined]
-
-    async def subscribe(self, channels: list[str]) -> None:
-        """Be on `channels` (confirmed: nothing they carry from now on is missed)."""
-        new = [c for c in channels if self.channels.get(c, 0) == 0]
-        for channel in channels:
-            self.channels[channel] = self.channels.get(channel, 0) + 1
-        confirmed = [self.unconfirmed.setdefault(c, deque()) for c in new]
-        events = [asyncio.Event() for _ in new]
-        for waiting, event in zip(confirmed, events):
-            waiting.append(event)
-        if new:
-            await self.pubsub.subscribe(*new)
-        for event in events:
-            await event.wait()
-
-    async def unsubscribe(self, channels: list[str]) -> None:
-        gone = []
-        for channel in channels:
-            self.channels[channel] -= 1
-            if self.channels[channel] == 0:
-                del self.channels[channel]
-                gone.append(channel)
-        if gone and self.pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):  # reconnecting: it subscribes anew
-                await self.pubsub.unsubscribe(*gone)
-
-    async def listen(self, ctx: Any, params: SubscriptionsListenRequestParams
-                     ) -> SubscriptionsListenResult:
-        meta = {SUBSCRIPTION_ID: ctx.request_id}
-        asked = (params.notifications.model_extra or {}).get("taskIds")
-        if asked is not None and read_client_extension_settings(ctx, TASKS_EXTENSION_ID) is None:
-            raise MCPError(MISSING_REQUIRED_CLIENT_CAPABILITY,
-                           f"task notifications need the {TASKS_EXTENSION_ID} extension: "
-                           "declare it in this request's clientCapabilities",
-                           data=missing_capability_error_data())
-        if not isinstance(asked or [], list) or not all(isinstance(i, str) for i in asked or []) \
-                or len(asked or []) > self.most_ids:
-            raise MCPError(INVALID_PARAMS, f"taskIds: a list of at most {self.most_ids} ids")
-        queue: asyncio.Queue = asyncio.Queue(self.backlog)
-        queue.dropped = False  # type: ignore[attr-defined]
-        watched: dict[str, Watched] = {}
-        subscribed: list[str] = []
-        with bind_request_context(ctx):
-            scope = get_task_scope()
-            try:
-                if self.hearing is None:
-                    self.hearing = asyncio.create_task(self.hear())
-                await asyncio.wait_for(self.heard.wait(), self.send_within)
-                for task_id in dict.fromkeys(asked or []):
-                    try:  # another's, unknown, expired: left out of the ack, unsaid
-                        async with self.reading:
-                            execution, *_ = await _lookup_task(self.server._docket, scope,
-                                                               task_id)
-                    except MCPError:
-                        continue
-                    self.watching.setdefault((scope, task_id), set()).add(queue)
-                    subscribed += self.channels_of(execution.key)
-                    await self.subscribe(self.channels_of(execution.key))
-                    watched[task_id] = await self.current(task_id, scope)  # after: none missed
-                await self.send(ctx, "notifications/subscriptions/acknowledged",
-                                {"notifications": {"taskIds": list(watched)}, "_meta": meta})
-                for seen in watched.values():  # where each stands now: no replay in the spec
-                    await self.send(ctx, "notifications/tasks", {**seen.record, "_meta": meta})
-                while not self.closing.is_set():
-                    get = asyncio.ensure_future(queue.get())
-                    closing = asyncio.ensure_future(self.closing.wait())
-                    await asyncio.wait({get, closing}, return_when=asyncio.FIRST_COMPLETED)
-                    closing.cancel()
-                    if not get.done():
-                        get.cancel()
-                        break
-                    if queue.dropped:  # type: ignore[attr-defined]
-                        raise MCPError(INVALID_PARAMS, "listen stream dropped: its client "
-                                       f"fell {self.backlog} changes behind; listen again")
-                    kind, key, data = get.result()
-                    for seen in ([watched[parse_task_key(key)["client_task_id"]]] if key
-                                 else list(watched.values())):
-                        if key and leg_number_from_key(key) > seen.leg:  # the next leg's next
-                            subscribed += self.channels_of(key)
-                            await self.subscribe(self.channels_of(key))
-                        frame = await self.change(seen, kind, key, data)
-                        if frame is not None:
-                            await self.send(ctx, "notifications/tasks", {**frame, "_meta": meta})
-            finally:
-                for task_id in watched:
-                    self.watching[(scope, task_id)].discard(queue)
-                    if not self.watching[(scope, task_id)]:
-                        del self.watching[(scope, task_id)]
-                await self.unsubscribe(subscribed)
-        return SubscriptionsListenResult(_meta=meta)
-
-    async def send(self, ctx: Any, method: str, params: dict) -> None:
-        await asyncio.wait_for(ctx.session.send_notification(  # a client that stopped reading
-            Frame(method=method, params=params), related_request_id=ctx.request_id),
-            self.send_within)
-
-    async def current(self, task_id: str, scope: str | None) -> Watched:
-        """The task's record now, as tasks/get gives it (this caller's scope decides
-        what it may see), and where its progress stood when read."""
-        async with self.reading:
-            execution, _, leg, _, _ = await _lookup_task(self.server._docket, scope, task_id)
-        record = await self.record(task_id)
-        async with self.reading:
-            await execution.progress.sync()  # read after: as new as the record, or newer
-        seen = Watched(task_id, record, leg, execution.progress.updated_at)
-        if record["status"] == "working":
-            seen.record = {**record, "statusMessage": execution.progress.message}
-        return seen
-
-    async def record(self, task_id: str) -> dict:
-        async with self.reading:
-            got = await tasks_get(self.server, task_id)
-        return got.model_dump(by_alias=True, mode="json", exclude_none=True,
-                              exclude={"result_type", "meta"})
-
-    async def change(self, seen: Watched, kind: str, key: str | None, data: Any
-                     ) -> dict | None:
-        """The record one event makes for one stream, or None: nothing new to tell."""
-        if seen.record["status"] in FINAL:
-            return None  # a final record never changes
-        leg = leg_number_from_key(key) if key else seen.leg
-        if leg < seen.leg:
-            return None  # a run before the last answer
-        record = {k: v for k, v in seen.record.items()
-                  if k not in ("statusMessage", "inputRequests", "result", "error")}
-        if leg > seen.leg:  # the client answered: the task runs again, from its start
-            seen.leg, seen.progress_at = leg, None
-        elif seen.record["status"] == "working" and "statusMessage" in seen.record:
-            record["statusMessage"] = seen.record["statusMessage"]
-        event = json.loads(data) if kind in ("state", "progress") else {}
-        if kind == "progress":
-            at = datetime.fromisoformat(event["updated_at"])
-            if seen.progress_at is not None and at <= seen.progress_at:
-                return None  # older than what this stream has told
-            seen.progress_at = at
-            record = {**record, "status": "working", "statusMessage": event["message"],
-                      "lastUpdatedAt": event["updated_at"]}
-        elif kind == "state" and event["state"] in ("scheduled", "queued", "running"):
-            record["status"] = "working"
-        else:  # ended, asked, cancelled, or deaf a while: what tasks/get says now
-            record = await self.record(seen.task_id)
-        changed = {k: v for k, v in record.items() if k != "lastUpdatedAt"} != {
-            k: v for k, v in seen.record.items() if k != "lastUpdatedAt"}
-        seen.record = record
-        return record if changed else None
-
-    def close(self) -> None:
-        """End every stream gracefully (its final frame: the listen's result): a drain."""
-        self.closing.set()
-
-
-from collections import OrderedDict  # noqa: E402  (the lessons' own imports)
+from collections import OrderedDict, deque  # noqa: E402
 from collections.abc import AsyncIterator, Awaitable  # noqa: E402
 from contextlib import asynccontextmanager  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 from typing import Literal  # noqa: E402
 
 from fastmcp import Client  # noqa: E402
@@ -509,8 +249,10 @@ from fastmcp_tasks.client_models import ClientCreateTaskResult, ClientGetTaskRes
 from fastmcp_tasks.client_models import GetTaskRequest, GetTaskRequestParams  # noqa: E402
 from fastmcp_tasks.context import get_task_context  # noqa: E402
 from mcp.client.extension import NotificationBinding  # noqa: E402
+from mcp.shared.exceptions import MCPError  # noqa: E402
 from mcp_types import (REQUEST_TIMEOUT, SubscriptionFilter,  # noqa: E402
-                       SubscriptionsAcknowledgedNotification, SubscriptionsListenRequest)
+                       SubscriptionsAcknowledgedNotification, SubscriptionsListenRequest,
+                       SubscriptionsListenRequestParams, SubscriptionsListenResult)
 
 # ===== How the lessons watch the server ===================================================
 # A client knows only what the protocol tells it. To check more (the body ran
@@ -585,14 +327,18 @@ def journaled_tools(server: FastMCP, tools: list, around: Callable = lambda body
 @asynccontextmanager
 async def serving(concurrency: int = CONCURRENCY, middleware: tuple = (),
                   poll_interval: timedelta = POLL_INTERVAL) -> AsyncIterator[FastMCP]:
-    """A fresh server with `mcp`'s tools, journaled, pushing, on an in-memory queue of its
-    own, running on while the lesson's clients come and go, as a deployed one does."""
+    """A fresh server with `mcp`'s tools, journaled, on an in-memory queue of its own,
+    running on while the lesson's clients come and go, as a deployed one does; and
+    pushing, with the kit beside this file (FastMCP itself only answers polls)."""
     server = GuardedFastMCP("lesson", middleware=list(middleware))
     server.add_extension(TasksExtension(name=f"lesson-{os.urandom(4).hex()}",
                                         concurrency=concurrency))
     journaled_tools(server, [tool.model_copy(update={"task_config": dataclasses.replace(
         tool.task_config, poll_interval=poll_interval)}) for tool in await mcp.list_tools()])
-    Push(server)
+    if importlib.util.find_spec("deploy") is not None:
+        from deploy.push import Push  # subscriptions/listen, from Docket's own channels
+
+        Push(server)
     # A client held open keeps an in-memory server's lifespan (Docket's worker) running.
     async with Client(server):
         yield server
@@ -679,9 +425,9 @@ class Pushed(ClientGetTaskResult):
 class Listener(TasksClientExtension):
     """fastmcp's tasks client extension, also hearing what a server pushes. Give it to
     the client twice, for the records and for the acks (fastmcp hands those only to
-    a message handler): `Client(url, extensions=[hear], message_handler=hear)`. It
-    stands in for fastmcp's own: for a plain call_tool that may ask a question, build
-    it as `Listener(fastmcp.client.elicitation.create_elicitation_callback(handler))`."""
+    a message handler): `Client(url, extensions=[listener], message_handler=listener)`.
+    It stands in for fastmcp's own: for a plain call_tool that may ask a question,
+    build it as `Listener(fastmcp.client.elicitation.create_elicitation_callback(h))`."""
 
     def __init__(self, elicitation_callback: Any = None):
         super().__init__(elicitation_callback)
@@ -702,38 +448,45 @@ class Listener(TasksClientExtension):
             self.acks.put_nowait((message.params.notifications.model_extra or {}).get("taskIds"))
 
 
-async def listen(client: Client, hear: Listener, task_ids: list[str], timeout: float = 300
+async def listen(client: Client, listener: Listener, task_ids: list[str], timeout: float = 300
                  ) -> AsyncIterator[ClientGetTaskResult]:
     """Each change of each task, as the server pushes it, until every one has ended.
-    Where the server does not push (or left an id out of its ack), or the stream
-    drops: tasks/get instead, at once to catch up (the spec has no replay), then at
-    the task's pollIntervalMs."""
-    deadline, records = now() + timeout, asyncio.Queue()
+    Where the server does not push, or the stream drops: tasks/get instead, at once
+    to catch up (the spec has no replay), then at the task's pollIntervalMs. An id
+    the server left out of its ack is polled too, and tasks/get's "not found" raised.
+    One `listen` at a time on a Listener (the acks come in order)."""
+    deadline, pushed = now() + timeout, asyncio.Queue()
     last: dict[str, ClientGetTaskResult | None] = dict.fromkeys(task_ids)
-    hear.records.update(dict.fromkeys(task_ids, records))
-    ask = SubscriptionsListenRequestParams(notifications=SubscriptionFilter(taskIds=task_ids))
-    stream = asyncio.ensure_future(client.session.send_request(SubscriptionsListenRequest(
-        params=ask), SubscriptionsListenResult, request_read_timeout_seconds=timeout))
-    acked, record = asyncio.ensure_future(hear.acks.get()), asyncio.ensure_future(records.get())
+    listener.records.update(dict.fromkeys(task_ids, pushed))
+    request = SubscriptionsListenRequest(params=SubscriptionsListenRequestParams(
+        notifications=SubscriptionFilter(taskIds=task_ids)))
+    # The stream is this request's answer, in coming: it returns when the stream ends.
+    stream = asyncio.ensure_future(client.session.send_request(
+        request, SubscriptionsListenResult, request_read_timeout_seconds=timeout))
+    ack, record = asyncio.ensure_future(listener.acks.get()), asyncio.ensure_future(pushed.get())
     try:
-        await asyncio.wait({stream, acked}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        polled, next_poll = set(task_ids) - set(acked.done() and acked.result() or ()), now()
+        await asyncio.wait({stream, ack}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        agreed = set(ack.result() or ()) if ack.done() else set()
+        polled, next_poll = set(task_ids) - agreed, now()
         while not all(r and r.status in TERMINAL for r in last.values()):
             if now() > deadline:
                 raise TimeoutError(f"not every one of {len(task_ids)} tasks ended in {timeout} s")
-            if stream.done() and len(polled) < len(task_ids):  # it dropped: poll them all
+            if stream.done() and polled != set(task_ids):  # refused, or dropped: poll all
                 polled, next_poll = set(task_ids), now()
-            await asyncio.wait({record, stream}, timeout=max(0, (next_poll if polled else
-                               deadline) - now()), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({record} if stream.done() else {record, stream},
+                               timeout=max(0, (next_poll if polled else deadline) - now()),
+                               return_when=asyncio.FIRST_COMPLETED)
             got = []
             if record.done():
-                got, record = [record.result()], asyncio.ensure_future(records.get())
+                got, record = [record.result()], asyncio.ensure_future(pushed.get())
             if polled and now() >= next_poll:
-                for task_id in [i for i in polled if not (last[i] and last[i].status in TERMINAL)]:
-                    hear.asked += 1
-                    got.append(await client.session.send_request(GetTaskRequest(
-                        params=GetTaskRequestParams(task_id=task_id)), ClientGetTaskResult))
-                next_poll = now() + min(r.poll_interval_ms or 1000 for r in got) / 1000
+                for task_id in polled:
+                    if not (last[task_id] and last[task_id].status in TERMINAL):
+                        listener.asked += 1
+                        got.append(await client.session.send_request(GetTaskRequest(
+                            params=GetTaskRequestParams(task_id=task_id)), ClientGetTaskResult))
+                next_poll = now() + min((r.poll_interval_ms or 1000 for r in got),
+                                        default=1000) / 1000
             for new in got:
                 seen = last[new.task_id]
                 if seen is None or (new.status, new.status_message) != (seen.status,
@@ -741,10 +494,10 @@ async def listen(client: Client, hear: Listener, task_ids: list[str], timeout: f
                     last[new.task_id] = new
                     yield new
     finally:
-        for waiting in (stream, acked, record):
+        for waiting in (stream, ack, record):
             waiting.cancel()
         for task_id in task_ids:
-            hear.records.pop(task_id, None)
+            listener.records.pop(task_id, None)
 
 
 # ===== The lessons, in the order a learner meets them =====================================
@@ -761,7 +514,7 @@ class Observed:
 
 
 LESSONS: dict[str, Callable[..., Awaitable[Observed]]] = {}
-LISTENERS: list[Callable[[str], None]] = []  # the terminal's live status, when it listens
+NARRATORS: list[Callable[[str], None]] = []  # the terminal's live status, when it shows one
 
 
 def lesson(fn: Callable[..., Awaitable[Observed]]) -> Callable[..., Awaitable[Observed]]:
@@ -772,8 +525,8 @@ def lesson(fn: Callable[..., Awaitable[Observed]]) -> Callable[..., Awaitable[Ob
 
 def say(what: str) -> None:
     """What the lesson is doing now, for the terminal to show while it waits."""
-    for listen in LISTENERS:
-        listen(what)
+    for narrate in NARRATORS:
+        narrate(what)
 
 
 async def room(client: Client, requests: int = 20) -> float:
@@ -909,22 +662,24 @@ async def poll(scale: float, on_sample: Callable[[str, Sample], None] = lambda *
 
 @lesson
 async def push(scale: float) -> Observed:
-    """Listen instead of polling: every change, told as it happens, for one request."""
-    # Here tasks advertise a poll interval in seconds, as long tasks should: polling
-    # faster buys sooner news with requests; push buys it with nothing.
+    """Listen instead of polling: told each change polling saw, sooner, for one request."""
+    # The server side is the kit's deploy/push.py. Here tasks advertise a poll
+    # interval in seconds, as long tasks should: polling faster buys sooner news
+    # with requests; push buys it with nothing.
     ends, every = {"A": 2.5, "B": 1.5, "C": 0.7}, timedelta(seconds=scale)
+    listener = Listener()
     async with serving(poll_interval=every) as server, Client(server) as poller, \
-            Client(server, extensions=[hear := Listener()], message_handler=hear) as listener:
+            Client(server, extensions=[listener], message_handler=listener) as listening:
         tasks = [await call_tool_task(poller, "work", {"label": label, "seconds": s * scale,
                                                        "steps": 4}) for label, s in ends.items()]
         ids, pushed, t0 = [t.task_id for t in tasks], [], now()
-        say("one listener hears three tasks; one poller asks after each")
-        heard = listen(listener, hear, ids)
+        say("one client listens to three tasks; another polls each")
+        records = listen(listening, listener, ids)
         # Poll from when push has told where each task stands: both then see the same span.
         while len({record.task_id for _, record in pushed}) < len(ids):
-            pushed.append((now(), await anext(heard)))
+            pushed.append((now(), await anext(records)))
         polling = asyncio.gather(*(follow(task, t0) for task in tasks))
-        pushed += [(now(), record) async for record in heard]
+        pushed += [(now(), record) async for record in records]
         polled = await polling
     told = {i: {(r.status, r.status_message) for _, r in pushed if r.task_id == i} for i in ids}
     done = {i: JOURNAL.time(i, "done") for i in ids}  # each body's end, by the server's clock
@@ -936,10 +691,12 @@ async def push(scale: float) -> Observed:
         checks={"push told every change polling saw": all(
                     {(s.state.split(" ")[0], s.message) for s in samples} <= told[i]
                     for i, samples in zip(ids, polled)),
-                "every record came by push: no tasks/get": hear.asked == 0,
+                "every record came by push: no tasks/get": listener.asked == 0,
+                # (In all: a poll may land a moment after one end, never after every end.)
                 "push told the ends sooner, in all": sum(lag["push"].values())
                 < sum(lag["poll"].values())},
-        facts={"requests": {"polling (tasks/get)": sum(map(len, polled)), "push": 1 + hear.asked},
+        facts={"requests": {"polling (tasks/get)": sum(map(len, polled)),
+                            "push": 1 + listener.asked},
                "changes_seen": {"polling": sum(len({(s.state, s.message) for s in samples})
                                                for samples in polled), "push": len(pushed)},
                "end_seen_after_ms": {way: ", ".join(f"{label} {v * 1000:.0f}" for label, v in
@@ -1159,7 +916,6 @@ async def priority(scale: float, bulk: int = 6) -> Observed:
 # ===== The runner: what the lessons observed, on the terminal, and the command line =======
 import argparse  # noqa: E402  (the runner's imports: no lesson needs them)
 import difflib  # noqa: E402
-import importlib.util  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
 
@@ -1239,14 +995,14 @@ class Narration:
             await asyncio.sleep(0.1)
 
     async def __aenter__(self) -> Narration:
-        LISTENERS.append(self)
+        NARRATORS.append(self)
         if self.live:
             self.live.start()
             self.redrawing = asyncio.create_task(self.redraw())
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        LISTENERS.remove(self)
+        NARRATORS.remove(self)
         if self.live:
             self.redrawing.cancel()
             self.live.stop()

@@ -138,9 +138,9 @@ def test_push_tells_every_change_polling_saw_sooner_for_one_request():
 
 
 def listening_client(server, elicitation_handler=None):
-    hear = demo.Listener()
-    return hear, demo.Client(server, extensions=[hear], message_handler=hear,
-                             elicitation_handler=elicitation_handler)
+    listener = demo.Listener()
+    return listener, demo.Client(server, extensions=[listener], message_handler=listener,
+                                 elicitation_handler=elicitation_handler)
 
 
 def test_push_tells_a_question_the_answer_and_a_cancel_each_once():
@@ -194,7 +194,7 @@ def test_listen_polls_a_server_that_does_not_push_and_names_an_id_it_may_not_see
                     [r async for r in demo.listen(client, hear, [task.task_id, "no-such-id"])]
                 except demo.MCPError as error:
                     refused = str(error)
-        server = demo.GuardedFastMCP("polled only")  # the server block's own: no Push
+        server = demo.GuardedFastMCP("polled only")  # FastMCP's own: it answers polls only
         server.add_extension(demo.TasksExtension(name=f"plain-{os.urandom(4).hex()}"))
         demo.journaled_tools(server, await demo.mcp.list_tools())
         hear, client = listening_client(server)

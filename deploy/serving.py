@@ -33,10 +33,11 @@ import tasks_demo
 from deploy import DemoError, model
 from deploy.commit import committed
 from deploy.http import is_loopback, on_http
+from deploy.push import Push
 from deploy.processes import LEAVE_ON, leave_now
 from deploy.store import (QUEUE, RedisJournal, TaskRequests, pooled, renewing_the_key_probe,
                           require_redis, same_key_as_the_queue, shared, warn_if_forgetful)
-from tasks_demo import CONCURRENCY, GuardedFastMCP, Push, journaled_tools, mcp
+from tasks_demo import CONCURRENCY, GuardedFastMCP, journaled_tools, mcp
 
 
 # On Redis, a task whose worker stops renewing its claim (it died, or only froze)
