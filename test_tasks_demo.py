@@ -211,6 +211,28 @@ def test_listen_polls_a_server_that_does_not_push_and_names_an_id_it_may_not_see
     assert asked >= len(records)  # every record came by tasks/get
 
 
+def test_listen_catches_up_by_tasks_get_when_the_stream_ends_midway():
+    async def story():
+        async with demo.serving() as server:
+            push = server._mcp_server._request_handlers["subscriptions/listen"].handler.__self__
+            listener, client = listening_client(server)
+            async with client:
+                task = await demo.call_tool_task(client, "work", {"label": "w", "seconds": 0.5,
+                                                                  "steps": 5})
+                records = []
+                async for record in demo.listen(client, listener, [task.task_id], timeout=30):
+                    records.append((listener.asked, record))
+                    if len(records) == 1:
+                        push.close()  # the server ends the stream (a drain): no more frames
+                return records
+
+    records = asyncio.run(asyncio.wait_for(story(), 60))
+    assert records[0][0] == 0  # the first, pushed
+    assert records[-1][1].status == "completed" and records[-1][0] > 0  # the end, asked for
+    steps = [demo.step_of(r.status_message) for _, r in records if demo.step_of(r.status_message)]
+    assert steps == sorted(steps)
+
+
 def test_a_listener_that_stops_reading_is_dropped_and_stalls_no_other(monkeypatch):
     from mcp.server.session import ServerSession
 
