@@ -36,7 +36,7 @@ from fastmcp_tasks.handlers import _lookup_task, tasks_get
 from fastmcp_tasks.keys import leg_execution_key, leg_number_from_key, parse_task_key
 from fastmcp_tasks.models import missing_capability_error_data
 from mcp.shared.exceptions import MCPError
-from mcp_types import (INVALID_PARAMS, MISSING_REQUIRED_CLIENT_CAPABILITY,
+from mcp_types import (INTERNAL_ERROR, INVALID_PARAMS, MISSING_REQUIRED_CLIENT_CAPABILITY,
                        SubscriptionsListenRequestParams, SubscriptionsListenResult)
 from pydantic import BaseModel
 
@@ -53,7 +53,8 @@ class Frame(BaseModel):
 
 @dataclass
 class Watched:
-    """What one stream last told of one task: so it sends changes only, never backwards."""
+    """What one stream last told of one task: so it sends changes only, never an event
+    older than one it told (a run that starts again, elsewhere, starts from step 1)."""
     task_id: str
     record: dict  # the last frame's params
     leg: int  # a task that asked a question runs again as leg 2, 3…
@@ -105,6 +106,8 @@ class Push:
                         if kind == "subscribe":
                             if self.unconfirmed.get(channel):
                                 self.unconfirmed[channel].popleft().set()
+                                if not self.unconfirmed[channel]:
+                                    del self.unconfirmed[channel]
                             resubscribed -= 1
                             if resubscribed == 0:  # all ours again: catch up what passed
                                 self.connected.set()
@@ -177,7 +180,11 @@ class Push:
             try:
                 if self.relaying is None:
                     self.relaying = asyncio.create_task(self.relay())
-                await asyncio.wait_for(self.connected.wait(), self.send_within)
+                try:
+                    await asyncio.wait_for(self.connected.wait(), self.send_within)
+                except asyncio.TimeoutError:
+                    raise MCPError(INTERNAL_ERROR, "task store unavailable: push could not "
+                                   f"subscribe within {self.send_within:.0f} s") from None
                 for task_id in dict.fromkeys(asked):
                     try:  # another's, unknown, expired: left out of the ack, unsaid
                         async with self.reading:
@@ -193,13 +200,15 @@ class Push:
                                 {"notifications": {"taskIds": list(watched)}, "_meta": meta})
                 for seen in watched.values():  # where each stands now: no replay in the spec
                     await self.send(ctx, "notifications/tasks", {**seen.record, "_meta": meta})
-                while not self.closing.is_set():
+                while watched and not self.closing.is_set():  # (nothing agreed: end at once)
                     get = asyncio.ensure_future(queue.get())
                     closing = asyncio.ensure_future(self.closing.wait())
-                    await asyncio.wait({get, closing}, return_when=asyncio.FIRST_COMPLETED)
-                    closing.cancel()
-                    if not get.done():
+                    try:  # (a client that leaves cancels us here: neither may outlive it)
+                        await asyncio.wait({get, closing}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        closing.cancel()
                         get.cancel()
+                    if not get.done() or get.cancelled():
                         break
                     if queue.dropped:  # type: ignore[attr-defined]
                         raise MCPError(INVALID_PARAMS, "listen stream dropped: its client "
@@ -222,9 +231,14 @@ class Push:
         return SubscriptionsListenResult(_meta=meta)
 
     async def send(self, ctx: Any, method: str, params: dict) -> None:
-        await asyncio.wait_for(ctx.session.send_notification(  # a client that stopped reading
-            Frame(method=method, params=params), related_request_id=ctx.request_id),
-            self.send_within)
+        try:
+            await asyncio.wait_for(ctx.session.send_notification(
+                Frame(method=method, params=params), related_request_id=ctx.request_id),
+                self.send_within)
+        except asyncio.TimeoutError:  # a client that stopped reading
+            raise MCPError(INVALID_PARAMS, f"listen stream dropped: a frame unsent for "
+                           f"{self.send_within:.0f} s (its client stopped reading); "
+                           "listen again") from None
 
     async def current(self, task_id: str, scope: str | None) -> Watched:
         """The task's record now, as tasks/get gives it (this caller's scope decides
