@@ -8,6 +8,7 @@ the script as a learner does; the kit's tests are in deploy/tests/.
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -143,6 +144,18 @@ def listening_client(server, elicitation_handler=None):
                                  elicitation_handler=elicitation_handler)
 
 
+@contextlib.asynccontextmanager
+async def listening_to_a_task(seconds: float, steps: int):
+    """A lesson server, its Push, a client that listens, and a task of `work`."""
+    async with demo.serving() as server:
+        listener, client = listening_client(server)
+        async with client:
+            task = await demo.call_tool_task(client, "work", {"label": "w", "seconds": seconds,
+                                                              "steps": steps})
+            yield server._mcp_server._request_handlers["subscriptions/listen"].handler.__self__, \
+                listener, client, task
+
+
 def test_push_tells_a_question_the_answer_and_a_cancel_each_once():
     async def approver(message, response_type, params, context):
         return {"approved": True, "approver": "dana"}
@@ -213,18 +226,13 @@ def test_listen_polls_a_server_that_does_not_push_and_names_an_id_it_may_not_see
 
 def test_listen_catches_up_by_tasks_get_when_the_stream_ends_midway():
     async def story():
-        async with demo.serving() as server:
-            push = server._mcp_server._request_handlers["subscriptions/listen"].handler.__self__
-            listener, client = listening_client(server)
-            async with client:
-                task = await demo.call_tool_task(client, "work", {"label": "w", "seconds": 0.5,
-                                                                  "steps": 5})
-                records = []
-                async for record in demo.listen(client, listener, [task.task_id], timeout=30):
-                    records.append((listener.asked, record))
-                    if len(records) == 1:
-                        push.close()  # the server ends the stream (a drain): no more frames
-                return records
+        async with listening_to_a_task(0.5, 5) as (push, listener, client, task):
+            records = []
+            async for record in demo.listen(client, listener, [task.task_id], timeout=30):
+                records.append((listener.asked, record))
+                if len(records) == 1:
+                    push.close()  # the server ends the stream (a drain): no more frames
+            return records
 
     records = asyncio.run(asyncio.wait_for(story(), 60))
     assert records[0][0] == 0  # the first, pushed
@@ -235,22 +243,17 @@ def test_listen_catches_up_by_tasks_get_when_the_stream_ends_midway():
 
 def test_a_listener_that_leaves_leaves_nothing_behind_on_the_server():
     async def story():
-        async with demo.serving() as server:
-            push = server._mcp_server._request_handlers["subscriptions/listen"].handler.__self__
-            listener, client = listening_client(server)
-            async with client:
-                task = await demo.call_tool_task(client, "work", {"label": "w", "seconds": 30,
-                                                                  "steps": 30})
-                counts = []
-                for cycles in (1, 30):  # (the first starts what runs anyway: the task, push)
-                    for _ in range(cycles):  # a client opens a stream, hears, and leaves
-                        records = demo.listen(client, listener, [task.task_id])
-                        await anext(records)
-                        await records.aclose()
-                    for _ in range(10):  # what was cancelled, finished
-                        await asyncio.sleep(0.01)
-                    counts.append(len(asyncio.all_tasks()))
-                return *counts, push.watching, push.channels, push.unconfirmed
+        async with listening_to_a_task(30, 30) as (push, listener, client, task):
+            counts = []
+            for cycles in (1, 30):  # (the first starts what runs anyway: the task, push)
+                for _ in range(cycles):  # a client opens a stream, hears, and leaves
+                    records = demo.listen(client, listener, [task.task_id])
+                    await anext(records)
+                    await records.aclose()
+                for _ in range(10):  # what was cancelled, finished
+                    await asyncio.sleep(0.01)
+                counts.append(len(asyncio.all_tasks()))
+            return *counts, push.watching, push.channels, push.unconfirmed
 
     before, after, watching, channels, unconfirmed = asyncio.run(asyncio.wait_for(story(), 60))
     assert after <= before  # no task of a stream outlives it
@@ -273,26 +276,21 @@ def test_a_listener_that_stops_reading_is_dropped_and_stalls_no_other(monkeypatc
     monkeypatch.setattr(ServerSession, "send_notification", stops_reading)
 
     async def story():
-        async with demo.serving() as server:
-            push = server._mcp_server._request_handlers["subscriptions/listen"].handler.__self__
+        async with listening_to_a_task(1, 10) as (push, listener, client, task):
             push.send_within = 0.5
-            hear, client = listening_client(server)
-            async with client:
-                task = await demo.call_tool_task(client, "work", {"label": "z", "seconds": 1,
-                                                                  "steps": 10})
-                stuck = asyncio.ensure_future(client.session.send_request(
-                    demo.SubscriptionsListenRequest(params=demo.SubscriptionsListenRequestParams(
-                        notifications=demo.SubscriptionFilter(taskIds=[task.task_id]))),
-                    demo.SubscriptionsListenResult, request_read_timeout_seconds=30))
-                while not wedged:
-                    await asyncio.sleep(0.01)
-                records = [r async for r in demo.listen(client, hear, [task.task_id])]
-                try:
-                    await asyncio.wait_for(stuck, 10)
-                    ended = "gracefully"
-                except demo.MCPError as error:
-                    ended = str(error)
-            return records, hear.asked, ended, push.watching, push.channels
+            stuck = asyncio.ensure_future(client.session.send_request(
+                demo.SubscriptionsListenRequest(params=demo.SubscriptionsListenRequestParams(
+                    notifications=demo.SubscriptionFilter(taskIds=[task.task_id]))),
+                demo.SubscriptionsListenResult, request_read_timeout_seconds=30))
+            while not wedged:
+                await asyncio.sleep(0.01)
+            records = [r async for r in demo.listen(client, listener, [task.task_id])]
+            try:
+                await asyncio.wait_for(stuck, 10)
+                ended = "gracefully"
+            except demo.MCPError as error:
+                ended = str(error)
+        return records, listener.asked, ended, push.watching, push.channels
 
     records, asked, ended, watching, channels = asyncio.run(asyncio.wait_for(story(), 60))
     # The other stream heard every step and the end, by push alone…
