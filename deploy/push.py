@@ -43,6 +43,9 @@ from pydantic import BaseModel
 from tasks_demo import TERMINAL
 
 SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"  # on every frame of a stream
+# A run's states in order: an event of an earlier one than this stream told is stale.
+STAGES = {"scheduled": 0, "queued": 1, "running": 2, "completed": 3, "failed": 3,
+          "cancelled": 3}
 
 
 class Frame(BaseModel):
@@ -59,6 +62,8 @@ class Watched:
     record: dict  # the last frame's params
     leg: int  # a task that asked a question runs again as leg 2, 3…
     progress_at: datetime | None = None  # the newest progress applied (the worker's clock)
+    stage: int = 0  # how far the leg's run was, in STAGES, when last told
+    answered: frozenset = frozenset()  # questions this stream told, and a leg since began
 
 
 class Push:
@@ -247,8 +252,9 @@ class Push:
             execution, _, leg, _, _ = await _lookup_task(self.server._docket, scope, task_id)
         record = await self.record(task_id)
         async with self.reading:
-            await execution.progress.sync()  # read after: as new as the record, or newer
-        seen = Watched(task_id, record, leg, execution.progress.updated_at)
+            await execution.sync()  # read after: as new as the record, or newer
+        seen = Watched(task_id, record, leg, execution.progress.updated_at,
+                       stage=STAGES.get(execution.state.value, 0))
         if record["status"] == "working":
             seen.record = {**record, "statusMessage": execution.progress.message}
         return seen
@@ -270,21 +276,35 @@ class Push:
         record = {k: v for k, v in seen.record.items()
                   if k not in ("statusMessage", "inputRequests", "result", "error")}
         if leg > seen.leg:  # the client answered: the task runs again, from its start
-            seen.leg, seen.progress_at = leg, None
+            seen.leg, seen.progress_at, seen.stage = leg, None, 0
+            seen.answered |= set(seen.record.get("inputRequests", ()))
         elif seen.record["status"] == "working" and "statusMessage" in seen.record:
             record["statusMessage"] = seen.record["statusMessage"]
         event = json.loads(data) if kind in ("state", "progress") else {}
         if kind == "progress":
             at = datetime.fromisoformat(event["updated_at"])
-            if seen.progress_at is not None and at <= seen.progress_at:
-                return None  # older than what this stream has told
+            if seen.stage == STAGES["completed"] or (seen.progress_at is not None
+                                                     and at <= seen.progress_at):
+                return None  # older than what this stream has told (an ended run's, say)
             seen.progress_at = at
             record = {**record, "status": "working", "statusMessage": event["message"],
                       "lastUpdatedAt": event["updated_at"]}
-        elif kind == "state" and event["state"] in ("scheduled", "queued", "running"):
+        elif kind == "state" and STAGES[event["state"]] < seen.stage:
+            return None  # older than what this stream has told
+        elif kind == "state" and STAGES[event["state"]] < 3:
+            seen.stage = STAGES[event["state"]]
             record["status"] = "working"
         else:  # ended, asked, cancelled, or deaf a while: what tasks/get says now
+            seen.stage = STAGES.get(event.get("state"), seen.stage)
             record = await self.record(seen.task_id)
+            for _ in range(20):  # (fastmcp-tasks starts the next leg, then points tasks/get
+                # at it: in between it still shows the question answered. Not told again.)
+                if not set(record.get("inputRequests", ())) & seen.answered:
+                    break
+                await asyncio.sleep(0.05)
+                record = await self.record(seen.task_id)
+            else:
+                return None
         changed = {k: v for k, v in record.items() if k != "lastUpdatedAt"} != {
             k: v for k, v in seen.record.items() if k != "lastUpdatedAt"}
         seen.record = record
