@@ -35,8 +35,9 @@ from deploy.commit import committed
 from deploy.http import is_loopback, on_http
 from deploy.push import Push
 from deploy.processes import LEAVE_ON, leave_now
-from deploy.store import (QUEUE, RedisJournal, TaskRequests, pooled, renewing_the_key_probe,
-                          require_redis, same_key_as_the_queue, shared, warn_if_forgetful)
+from deploy.store import (QUEUE, RedisJournal, TaskRequests, pooled, quiet_store_faults,
+                          reads_answer_when_full, renewing_the_key_probe, require_redis,
+                          same_key_as_the_queue, shared, warn_if_forgetful)
 from tasks_demo import CONCURRENCY, GuardedFastMCP, journaled_tools, mcp
 
 
@@ -60,6 +61,8 @@ async def tasks_server(*, backend: str = "memory://", queue: str | None = None,
     """The tools of `mcp`, each body committed once and journaled, on a server with
     its own queue (servers on one backend and queue share their tasks) running
     `concurrency` bodies at once; a store's faults named (TaskRequests)."""
+    quiet_store_faults()
+    reads_answer_when_full()
     server = GuardedFastMCP("tasks-demo", auth=auth, middleware=[TaskRequests(), *middleware])
     server.add_extension(TasksExtension(
         url=backend, name=queue or f"kit-{secrets.token_hex(4)}",

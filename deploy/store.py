@@ -115,11 +115,70 @@ class TaskRequests(Middleware):
                            f"within {STORE_DEADLINE:.0f} s (is Redis frozen?)") from None
         except RedisError as error:  # the details (an address, say) stay in the server's log
             logging.getLogger("tasks_demo").warning("task store: %r", error)
-            why = ("is full (maxmemory)" if isinstance(error, OutOfMemoryError) else
-                   "is unreachable" if isinstance(error, RedisConnectionError) else
-                   f"failed ({type(error).__name__})")
             raise MCPError(code=INTERNAL_ERROR,
-                           message=f"task store unavailable: Redis {why}") from None
+                           message=f"task store unavailable: Redis {fault_of(error)}") from None
+
+
+def fault_of(error: BaseException) -> str:
+    return ("is full (maxmemory)" if isinstance(error, OutOfMemoryError) else
+            "is unreachable" if isinstance(error, (RedisConnectionError, OSError)) else
+            f"failed ({type(error).__name__})")
+
+
+class StoreFaultLines(logging.Filter):
+    """A fault of the store that the code expects (Redis gone, frozen, full) is one
+    named line in the log, not a traceback, and the same line at most once every
+    `every` seconds: Docket's loops (heartbeat, scheduler, lease renewal) and a
+    task's run each log one a second, with a traceback, while Redis is away."""
+
+    def __init__(self, every: float = 10.0):
+        super().__init__()
+        self.every, self.last = every, {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, (RedisError, ConnectionError, asyncio.TimeoutError)):
+            return True
+        line = f"{record.getMessage()}: task store: Redis {fault_of(error)}"
+        record.msg, record.args, record.exc_info, record.exc_text = line, None, None, None
+        if time.monotonic() - self.last.get(line, -self.every) < self.every:
+            return False
+        self.last[line] = time.monotonic()
+        return True
+
+
+def quiet_store_faults() -> None:
+    """Every handler this process logs through names a store fault in one line."""
+    lines = StoreFaultLines()
+    for handler in [logging.lastResort, *logging.root.handlers,
+                    *logging.getLogger("fastmcp").handlers]:
+        if handler is not None and not any(isinstance(f, StoreFaultLines)
+                                           for f in handler.filters):
+            handler.addFilter(lines)
+
+
+def reads_answer_when_full() -> None:
+    """While Redis is full (maxmemory) it refuses every command inside MULTI, reads
+    too; Docket reads a run's two hashes in one (Execution.sync), so tasks/get failed
+    for tasks that exist. The two reads need no transaction: read them in a plain
+    pipeline, and reads go on answering while writes are refused. (A fix for Docket.)"""
+    from docket.execution import Execution
+
+    async def sync(self: Execution) -> None:
+        with self._maybe_suppress_instrumentation():
+            async with self.docket.redis() as redis:
+                try:
+                    pipeline = redis.pipeline(transaction=False)
+                except TypeError:  # memory://'s store: no transactions to leave out
+                    pipeline = redis.pipeline()
+                async with pipeline as pipe:
+                    pipe.hgetall(self._redis_key)
+                    self.progress._read(pipe)
+                    data, progress_data = await pipe.execute()
+        self._apply_runs_data(data)
+        self.progress._apply(progress_data)
+
+    Execution.sync = sync
 
 
 async def same_key_as_the_queue(backend: str) -> None:
