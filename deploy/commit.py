@@ -7,8 +7,9 @@ the first run to finish stores its result by SET NX under the task id, with
 the effect that goes with it (here an outbox line; in your server, the email)
 in the same atomic step; any later run returns the result that stands.
 
-What it costs a first run: one round trip, the commit. Only a run Docket marks
-as redelivered reads the store before its body (has a run finished it?).
+What it costs a first run: one round trip, the commit, and one read a progress
+report (`owner_only`). Only a run Docket marks as redelivered reads the store
+before its body (has a run finished it?).
 `bench --distributed` shows the ratio to a minimal FastMCP server.
 """
 
@@ -16,28 +17,55 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import os
 from collections.abc import Callable
 from typing import Any
 
-from docket.dependencies import current_execution
+from docket.dependencies import current_execution, current_worker
 from fastmcp_tasks.context import get_task_context
 from mcp_types import InputRequiredResult
 from pydantic import TypeAdapter
 from redis.exceptions import RedisError
 
 
+# A commit that cannot reach the store keeps trying: were it to give up, its run
+# would end the task as a completed error, and the run that took the task over
+# would then replace that error with its result (a partition longer than the
+# retries did exactly that, 1 run in 6). Whichever run commits first stands.
+PAUSES = (0.1, 0.2, 0.4, 0.8, 1.6)  # then every 2 s, for as long as the store is away
+
+
 async def store_command(run: Any, command: Callable) -> Any:
-    """A command to Docket's store, retried for ~6 s: a Redis restart takes about one."""
-    for pause in (0.1, 0.2, 0.4, 0.8, 1.6, 3.2, None):
+    """A command to Docket's store, tried until the store answers."""
+    for attempt in itertools.count():
         try:
             async with run.docket.redis() as redis:
                 return await command(redis)
         except RedisError:
-            if pause is None:
-                raise
-            await asyncio.sleep(pause)
+            await asyncio.sleep(PAUSES[attempt] if attempt < len(PAUSES) else 2.0)
+
+
+def owner_only(run: Any, worker: str) -> None:
+    """Progress from `run` only while it holds its task: once a run's claim lapsed
+    (paused, cut off from the store) and another worker took the task, the old run
+    reports no more (it runs on, and its result still counts if it commits first).
+    A report costs one read more: who holds the task now."""
+    runs_key = run.docket.runs_key(run.key)
+
+    async def holds() -> bool:
+        async with run.docket.redis() as redis:
+            holder = await redis.hget(runs_key, "worker")
+        return holder is None or holder.decode() == worker
+
+    for name in ("set_total", "increment", "set_message"):
+        async def guarded(*args: Any, _report: Callable = getattr(run.progress, name),
+                          **kwargs: Any) -> None:
+            if await holds():
+                await _report(*args, **kwargs)
+
+        setattr(run.progress, name, guarded)
 
 
 # The first run to finish stores its result and posts to the outbox, atomically,
@@ -61,6 +89,7 @@ def committed(body: Callable) -> Callable:
         if task is None:  # a plain call runs once, inside its request
             return await body(*args, **kwargs)
         run = current_execution.get()  # Docket's run: its store, shared by every worker
+        owner_only(run, current_worker.get().name)
         key = run.docket.key(f"committed:{task.task_id}")
 
         async def standing() -> Any:

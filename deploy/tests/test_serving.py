@@ -1,6 +1,7 @@
 """The kit's servers: commit-once, HTTP hardening, the store's faults, serve and worker."""
 
 import asyncio
+import functools
 import json
 import os
 import re
@@ -411,6 +412,139 @@ def test_a_task_body_returns_the_result_that_stands_whatever_its_own_run_does():
                     for ends in ("returning", "raising")]
 
     assert asyncio.run(asyncio.wait_for(story(), 30)) == [{"by": "the first run"}] * 2
+
+
+def test_a_run_that_no_longer_holds_its_task_reports_no_more_progress():
+    from docket.dependencies import current_execution
+
+    async def taken_over(steps: int, ctx: demo.Context = demo.CurrentContext()) -> str:
+        run = current_execution.get()
+        for step in range(1, steps + 1):
+            if step == 3:  # another worker claims the task, as after a pause past the claim
+                async with run.docket.redis() as redis:
+                    await redis.hset(run.docket.runs_key(run.key), "worker", "another")
+            await demo.report(ctx, step, steps, f"step {step}/{steps}")
+        await run.progress.sync()
+        return run.progress.message  # the last progress that reached the store
+
+    async def story():
+        server = await tasks_server()
+        server.tool(demo.task_body(committed(taken_over)), name="taken", task=demo.TASK)
+        async with demo.Client(server) as client:
+            return (await (await demo.call_tool_task(client, "taken", {"steps": 10}))).data
+
+    assert asyncio.run(asyncio.wait_for(story(), 30)) == "step 2/10"
+
+
+class Link:
+    """A TCP proxy between a worker and Redis, to cut and restore."""
+
+    def __init__(self, to_port: int):
+        self.to_port, self.port, self.pipes, self.server = to_port, processes.free_port(), [], None
+
+    async def restore(self) -> None:
+        async def pipe(reader, writer):
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except OSError:
+                pass
+            writer.close()
+
+        async def connect(reader, writer):
+            upstream_reader, upstream = await asyncio.open_connection("127.0.0.1", self.to_port)
+            self.pipes += [writer, upstream]
+            await asyncio.gather(pipe(reader, upstream), pipe(upstream_reader, writer))
+
+        self.server = await asyncio.start_server(connect, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        self.server.close()
+        for writer in self.pipes:
+            writer.transport.abort()
+        self.pipes.clear()
+        await self.server.wait_closed()
+
+
+@needs_redis
+def test_a_partition_longer_than_the_retries_never_changes_a_seen_result(monkeypatch):
+    # Worker A is cut off from Redis as its body ends, for longer than the ~6 s a
+    # commit once retried; B takes the task over and is still running when A's
+    # link comes back. Whatever each does, one result is seen, and it stays.
+    from docket.dependencies import current_execution
+
+    from deploy import serving
+
+    monkeypatch.setattr(serving, "REDELIVERY_TIMEOUT", serving.timedelta(seconds=1))
+    started, release = {"A": asyncio.Event(), "B": asyncio.Event()}, {
+        "A": asyncio.Event(), "B": asyncio.Event()}
+
+    async def partitioned() -> dict:
+        run = "B" if current_execution.get().redelivered else "A"
+        started[run].set()
+        await release[run].wait()
+        return {"by": run}
+
+    def noting_the_end(body):  # (outside commit-once: how each run ended)
+        async def run(*args, **kwargs):
+            name = "B" if current_execution.get().redelivered else "A"
+            try:
+                result = await body(*args, **kwargs)
+                ended[name] = f"returned {result}"
+                return result
+            except Exception as error:
+                ended[name] = f"raised {error!r}"
+                raise
+        return functools.wraps(body)(run)
+
+    ended = {}
+
+    async def story():
+        async with processes.child_processes():
+            backend = await processes.start_redis()
+            link = Link(int(backend.split(":")[2].split("/")[0]))
+            await link.restore()
+            through = backend.replace(f":{link.to_port}/", f":{link.port}/")
+            servers = []
+            for url in (through, backend):  # A's server, then (once A runs it) B's
+                server = await tasks_server(backend=url, queue=QUEUE)
+                server.tool(demo.task_body(noting_the_end(committed(partitioned))),
+                            name="partitioned", task=demo.TASK)
+                servers.append(server)
+            async with demo.Client(servers[0]) as a:
+                task = await demo.call_tool_task(a, "partitioned", {})
+                await started["A"].wait()
+                await link.cut()
+                release["A"].set()  # A's body ends: its commit cannot reach the store
+                async with demo.Client(servers[1]) as b:
+                    await started["B"].wait()  # A's claim lapsed: B runs the task again
+                    await asyncio.sleep(7)  # the partition: longer than the old retries
+                    await link.restore()
+                    release["B"].set()
+                    reader = await demo.attach(b, task.task_id, "partitioned")
+                    seen, after = [], 0
+                    while after < 50:  # until both runs have ended, and 50 reads more
+                        status = await reader.status()
+                        if status.status in demo.TERMINAL:
+                            seen.append(json.dumps(status.result, sort_keys=True))
+                        after += len(ended) == 2
+                        await asyncio.sleep(0.01)
+                    async with Redis.from_url(backend) as redis:
+                        outbox = await redis.lrange(f"{QUEUE}:outbox", 0, -1)
+            return seen, outbox
+
+    from redis.asyncio import Redis
+
+    from deploy.store import QUEUE
+
+    seen, outbox = asyncio.run(asyncio.wait_for(story(), 90))
+    # The run cut off from the store did not end the task in an error: it waited for
+    # the store, then returned the result that stands (its own, or B's).
+    assert ended["A"].startswith("returned {'by': "), ended
+    assert ended["B"] == ended["A"]
+    assert len(set(seen)) == 1 and '"isError": false' in seen[0], set(seen)  # never another
+    assert len(outbox) == 1  # and its effect, once
 
 
 def test_a_task_body_commits_any_result_a_tool_may_return():
