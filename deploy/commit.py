@@ -19,12 +19,14 @@ import asyncio
 import functools
 import itertools
 import json
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
 from docket.dependencies import current_execution, current_worker
 from fastmcp_tasks.context import get_task_context
+from fastmcp_tasks.keys import task_redis_prefix
 from mcp_types import InputRequiredResult
 from pydantic import TypeAdapter
 from redis.exceptions import RedisError
@@ -70,7 +72,12 @@ def owner_only(run: Any, worker: str) -> None:
 
 # The first run to finish stores its result and posts to the outbox, atomically,
 # and hears nothing back; a later run hears the result that stands.
+# A task whose record is gone (the store restarted empty, or was flushed) is no
+# task any more: its result is not committed, and its effect not posted.
 COMMIT = """
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  return {'lost'}
+end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
   redis.call('RPUSH', KEYS[2], ARGV[3])
   redis.call('LTRIM', KEYS[2], -10000, -1)
@@ -108,9 +115,15 @@ def committed(body: Callable) -> Callable:
         # Outlives the task's own keys (kept its TTL), so a late run still finds it.
         keep = str(int(2 * run.docket.execution_ttl.total_seconds()))
         as_json = json.dumps(AS_JSON.dump_python(result, mode="json"))  # models, dates...
+        record = run.docket.key(f"{task_redis_prefix(task.task_scope)}:{task.task_id}")
         other = await store_command(run, lambda redis: redis.eval(
-            COMMIT, 2, key, run.docket.key("outbox"), as_json, keep,
+            COMMIT, 3, key, run.docket.key("outbox"), record, as_json, keep,
             f"{task.task_id} completed by process {os.getpid()}"))
+        if isinstance(other, list):
+            logging.getLogger("tasks_demo").warning(
+                "task %s ended, but the task store has no record of it any more (it "
+                "restarted empty, or the record expired): its result is not kept", task.task_id)
+            return result
         return result if other is None else json.loads(other)  # another run's, first
 
     return once

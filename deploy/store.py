@@ -13,10 +13,12 @@ import asyncio
 import logging
 import os
 import re
+import secrets
 import sys
 import time
 import urllib.parse
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 from fastmcp.server.middleware import Middleware
@@ -91,10 +93,57 @@ def pooled(backend: str) -> str:
 STORE_DEADLINE = 10.0  # seconds
 
 
+class StoreMark:
+    """Whether the task store is still the one this process began on. A process leaves
+    a mark in it (a random key) at its first request; a store that restarted empty,
+    or was flushed, lost the mark with everything else. Looked at when an id is not
+    found: such a store is then named, in the log once and to each such caller."""
+
+    def __init__(self) -> None:
+        self.mark, self.emptied_at = secrets.token_hex(8), None
+
+    async def leave(self, docket: Any) -> None:
+        async with docket.redis() as redis:
+            if not await redis.set(docket.key("store-mark"), self.mark, nx=True):
+                self.mark = (await redis.get(docket.key("store-mark"))).decode()
+
+    async def emptied(self, docket: Any) -> str | None:
+        """When this process saw the store come back empty (ISO time), or None."""
+        async with docket.redis() as redis:
+            found = await redis.get(docket.key("store-mark"))
+        if found is None or found.decode() != self.mark:
+            self.emptied_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            logging.getLogger("tasks_demo").warning(
+                "the task store restarted empty (noticed %s): every task it held was lost",
+                self.emptied_at)
+            await self.leave(docket)  # the store as it is now: the next loss is news again
+        return self.emptied_at
+
+
 class TaskRequests(Middleware):
     """Bound and name what the task store does to a request (`serve`, the lessons)."""
 
+    def __init__(self) -> None:
+        self.store: StoreMark | None = None
+
     async def on_request(self, context: Any, call_next: Callable) -> Any:
+        docket = context.fastmcp_context and context.fastmcp_context.fastmcp._docket
+        if self.store is None and docket is not None and shared(docket.url):
+            self.store = StoreMark()
+            await self.store.leave(docket)
+        try:
+            return await self.bounded(context, call_next)
+        except MCPError as error:
+            if self.store is None or not error.error.message.endswith(" not found"):
+                raise
+            emptied = await self.store.emptied(docket)
+            if emptied is None:
+                raise
+            raise MCPError(code=error.error.code, message=(
+                f"{error.error.message}: the task store restarted empty (noticed {emptied}); "
+                "a task from before then was lost")) from None
+
+    async def bounded(self, context: Any, call_next: Callable) -> Any:
         params = context.message if isinstance(context.message, dict) else {}
         task_id = params.get("taskId")
         if task_id is not None and not re.fullmatch(r"[\w-]{1,100}", str(task_id), re.ASCII):

@@ -436,6 +436,44 @@ def test_a_run_that_no_longer_holds_its_task_reports_no_more_progress():
     assert asyncio.run(asyncio.wait_for(story(), 30)) == "step 2/10"
 
 
+@needs_redis
+def test_a_store_that_lost_its_data_says_so_and_work_ending_into_it_keeps_nothing(caplog):
+    async def story():
+        from redis.asyncio import Redis
+
+        async with processes.child_processes():
+            backend = await processes.start_redis()
+            admin = Redis.from_url(backend)
+            async with running(backend=backend, queue="emptied") as server, \
+                    demo.Client(server) as client:
+                tasks = [await demo.call_tool_task(client, "work", {
+                    "label": f"lost-{i}", "seconds": 1, "steps": 5}) for i in range(3)]
+                for task in tasks:  # each body runs
+                    await demo.follow(task, demo.now(), until=demo.past_step(1))
+                await admin.flushall()  # what a Redis restarted without persistence holds
+                ends = [await demo.JOURNAL.end_of(t.task_id, timeout=10) for t in tasks]
+                answers = []
+                for task in tasks:
+                    try:
+                        answers.append(str(await task.status()))
+                    except demo.MCPError as error:
+                        answers.append(str(error))
+                outbox = await admin.lrange("emptied:outbox", 0, -1)
+            await admin.aclose()
+            return ends, answers, outbox
+
+    ends, answers, outbox = asyncio.run(asyncio.wait_for(story(), 60))
+    assert ends == ["done"] * 3  # the bodies ran to their end…
+    assert outbox == []  # …and posted nothing into the emptied store
+    for answer in answers:  # every caller of a lost id is told why
+        assert re.search(r"not found: the task store restarted empty \(noticed .*\); a task "
+                         r"from before then was lost", answer), answer
+    lines = [r.getMessage() for r in caplog.records if r.name == "tasks_demo"]
+    assert sum("the task store restarted empty" in line for line in lines) == 1, lines
+    assert sum("has no record of it any more" in line for line in lines) == 3, lines
+    assert not [r for r in caplog.records if r.exc_info], "a traceback in the log"
+
+
 class Link:
     """A TCP proxy between a worker and Redis, to cut and restore."""
 
