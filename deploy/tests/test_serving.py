@@ -474,6 +474,22 @@ def test_a_store_that_lost_its_data_says_so_and_work_ending_into_it_keeps_nothin
     assert not [r for r in caplog.records if r.exc_info], "a traceback in the log"
 
 
+def test_submitting_tasks_builds_no_validator_a_task():
+    from fastmcp.utilities.types import get_cached_typeadapter
+
+    async def story():
+        server = await tasks_server()
+        async with demo.Client(server) as client:
+            await demo.call_tool_task(client, "work", {"label": "first", "seconds": 0})
+            before = get_cached_typeadapter.cache_info()
+            for i in range(50):
+                await demo.call_tool_task(client, "work", {"label": f"t{i}", "seconds": 0})
+            return before, get_cached_typeadapter.cache_info()
+
+    before, after = asyncio.run(asyncio.wait_for(story(), 60))
+    assert after.misses == before.misses  # each submit found its tool's validator built
+
+
 class Link:
     """A TCP proxy between a worker and Redis, to cut and restore."""
 
