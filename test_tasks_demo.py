@@ -243,7 +243,7 @@ def test_listen_catches_up_by_tasks_get_when_the_stream_ends_midway():
 
 def test_a_listener_that_leaves_leaves_nothing_behind_on_the_server():
     async def story():
-        async with listening_to_a_task(30, 30) as (push, listener, client, task):
+        async with listening_to_a_task(2, 20) as (push, listener, client, task):
             counts = []
             for cycles in (1, 30):  # (the first starts what runs anyway: the task, push)
                 for _ in range(cycles):  # a client opens a stream, hears, and leaves

@@ -164,10 +164,13 @@ def test_sigterm_on_a_redis_serve_drains_and_twice_leaves_at_once():
     async def story():
         async with processes.child_processes():
             backend = await processes.start_redis()
-            _, reader = await processes.start_server("--backend", backend, "--no-worker")
+            (_, reader), first = await asyncio.gather(  # (at once: each takes seconds)
+                processes.start_server("--backend", backend, "--no-worker"),
+                processes.start_server("--backend", backend))
             outcomes = {}
             for presses in (1, 2):
-                server, url = await processes.start_server("--backend", backend)
+                server, url = first if presses == 1 else await processes.start_server(
+                    "--backend", backend)
                 async with remote(url, None) as client:
                     task = await demo.call_tool_task(client, "work", LONG if presses == 2 else {
                         "label": "drain-1", "seconds": 3, "steps": 30})
@@ -209,13 +212,18 @@ def test_ctrl_c_on_a_redis_worker_drains_and_twice_leaves_at_once():
     async def story():
         async with processes.child_processes():
             backend = await processes.start_redis()
-            _, url = await processes.start_server("--backend", backend, "--no-worker")
+            # As a learner runs it, under uv, Ctrl-C to the whole process group; started
+            # with the server (each takes seconds).
+            first = processes.Child("worker under uv", uv_binary, "run", "--quiet",
+                                    str(HERE / "tasks_demo.py"), "worker", "--backend",
+                                    backend, own_group=True)
+            (_, url), _ = await asyncio.gather(
+                processes.start_server("--backend", backend, "--no-worker"),
+                first.expect("worker pid=", timeout=120))
             outcomes = {}
             for presses in (1, 2):
-                if presses == 1:  # as a learner runs it, Ctrl-C to the whole process group
-                    worker = processes.Child("worker under uv", uv_binary, "run", "--quiet",
-                                        str(HERE / "tasks_demo.py"), "worker", "--backend",
-                                        backend, own_group=True)
+                if presses == 1:
+                    worker = first
                 else:
                     worker = processes.Child.demo("worker", "worker", "--backend", backend)
                 await worker.expect("worker pid=", timeout=120)
@@ -959,18 +967,22 @@ def test_a_listener_on_one_replica_hears_tasks_submitted_through_another_run_by_
     async def story():
         async with processes.child_processes():
             backend = await processes.start_redis()
-            (replica, a), (_, b) = [await processes.start_server("--backend", backend,
-                                                                 "--no-worker") for _ in "ab"]
             worker = processes.Child.demo("worker", "worker", "--backend", backend)
-            await worker.expect("worker pid")
-
-            def submit(seconds: float) -> str:
-                _, answer = rpc(b, "tools/call", {"name": "work", "arguments": {
-                    "label": "pushed", "seconds": seconds, "steps": 2}}, "work")
-                return answer["result"]["taskId"]
-
-            ids = await asyncio.gather(*(asyncio.to_thread(submit, 0.2) for _ in range(200)))
+            (replica, a), (_, b), _ = await asyncio.gather(  # (at once: each takes seconds)
+                *(processes.start_server("--backend", backend, "--no-worker") for _ in "ab"),
+                worker.expect("worker pid"))
             async with httpx2.AsyncClient(limits=httpx2.Limits(max_connections=None)) as web:
+
+                async def submit(seconds: float) -> str:
+                    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+                        "name": "work", "arguments": {"label": "pushed", "seconds": seconds,
+                                                      "steps": 2}, "_meta": MODERN}}
+                    answer = await web.post(b, json=body, headers={
+                        "accept": "application/json, text/event-stream", "mcp-name": "work",
+                        "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call"})
+                    return answer.json()["result"]["taskId"]
+
+                ids = await asyncio.gather(*(submit(0.2) for _ in range(200)))
                 # Each task heard through replica A, a listener each, all at once.
                 streams = await asyncio.gather(*(heard(web, a, [i]) for i in ids))
                 record = rpc(a, "tasks/get", {"taskId": ids[0]})[1]["result"]
@@ -978,7 +990,7 @@ def test_a_listener_on_one_replica_hears_tasks_submitted_through_another_run_by_
                                **MODERN, "io.modelcontextprotocol/clientCapabilities": {}}),
                            "unknown id": [],
                            "drained": []}
-                long = await asyncio.to_thread(submit, 600)
+                long = await submit(600)
                 async for _, frame in listened(web, a, ["no-such-task", long]):
                     refused["drained"].append(frame)
                     if frame.get("method") == "notifications/subscriptions/acknowledged":
