@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import httpx2
 import pytest
@@ -19,6 +20,7 @@ from fastmcp.server.auth.providers.jwt import StaticTokenVerifier
 import tasks_demo as demo
 from deploy import http, processes, stories, store
 from deploy.client import listened, remote
+from deploy import commit as commit_module
 from deploy.commit import committed
 from deploy.serving import running, serve, tasks_server
 from deploy.testing import MODERN, needs_redis, our_children, rpc, rss_mb, rss_of, said
@@ -531,14 +533,18 @@ class Link:
 
 @needs_redis
 def test_a_partition_longer_than_the_retries_never_changes_a_seen_result(monkeypatch):
-    # Worker A is cut off from Redis as its body ends, for longer than the ~6 s a
-    # commit once retried; B takes the task over and is still running when A's
+    # Worker A is cut off from Redis as its body ends, for longer than a commit
+    # once retried; B takes the task over and is still running when A's
     # link comes back. Whatever each does, one result is seen, and it stays.
     from docket.dependencies import current_execution
 
     from deploy import serving
 
+    # The story's clocks, compressed: a claim lapses after 1 s (not 5), and the commit's
+    # waits between tries are a tenth as long (its ~6 s of retries once: 0.63 s).
     monkeypatch.setattr(serving, "REDELIVERY_TIMEOUT", serving.timedelta(seconds=1))
+    monkeypatch.setattr(commit_module, "asyncio", types.SimpleNamespace(
+        sleep=lambda seconds: asyncio.sleep(seconds / 10)))
     started, release = {"A": asyncio.Event(), "B": asyncio.Event()}, {
         "A": asyncio.Event(), "B": asyncio.Event()}
 
@@ -581,7 +587,7 @@ def test_a_partition_longer_than_the_retries_never_changes_a_seen_result(monkeyp
                 release["A"].set()  # A's body ends: its commit cannot reach the store
                 async with demo.Client(servers[1]) as b:
                     await started["B"].wait()  # A's claim lapsed: B runs the task again
-                    await asyncio.sleep(7)  # the partition: longer than the old retries
+                    await asyncio.sleep(1.5)  # the partition: longer than the old retries
                     await link.restore()
                     release["B"].set()
                     reader = await demo.attach(b, task.task_id, "partitioned")
