@@ -146,8 +146,9 @@ class Push:
         confirmed = [asyncio.Event() for _ in new]
         for channel, event in zip(new, confirmed):
             self.unconfirmed.setdefault(channel, deque()).append(event)
-        if new:
-            await self.pubsub.subscribe(*new)
+        if new and self.pubsub is not None:  # (reconnecting: `relay` subscribes them all)
+            with contextlib.suppress(RedisError, OSError):
+                await self.pubsub.subscribe(*new)
         for event in confirmed:
             await event.wait()
 
