@@ -185,15 +185,19 @@ class StoreFaultLines(logging.Filter):
         self.every, self.last = every, {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        shown = getattr(record, "store_fault_shown", None)
+        if shown is not None:  # (decided at the record's first handler: the same at all)
+            return shown
         error = record.exc_info[1] if record.exc_info else None
         if not isinstance(error, (RedisError, ConnectionError, asyncio.TimeoutError)):
             return True
         line = f"{record.getMessage()}: task store: Redis {fault_of(error)}"
         record.msg, record.args, record.exc_info, record.exc_text = line, None, None, None
-        if time.monotonic() - self.last.get(line, -self.every) < self.every:
-            return False
-        self.last[line] = time.monotonic()
-        return True
+        record.store_fault_shown = shown = (
+            time.monotonic() - self.last.get(line, -self.every) >= self.every)
+        if shown:
+            self.last[line] = time.monotonic()
+        return shown
 
 
 def quiet_store_faults() -> None:
