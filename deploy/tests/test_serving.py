@@ -1067,10 +1067,14 @@ def test_a_listener_hears_only_its_own_tenants_tasks():
                 async for _, frame in listened(web, url, [task.task_id], token=token):
                     acks[tokens[token]] = frame["params"]["notifications"]["taskIds"]
                     break
-            return acks, task.task_id
+            # Bob's stream, agreed to nothing, ends at once with its answer: no connection held.
+            bobs = await asyncio.wait_for(heard(web, url, [task.task_id], token="tok-bob"), 10)
+            return acks, task.task_id, [frame for _, frame in bobs]
 
-    acks, task_id = asyncio.run(asyncio.wait_for(story(), 60))
+    acks, task_id, bobs = asyncio.run(asyncio.wait_for(story(), 60))
     assert acks == {"alice": [task_id], "bob": []}
+    assert [f.get("method", "the answer") for f in bobs] == [
+        "notifications/subscriptions/acknowledged", "the answer"]
 
 
 def test_a_listen_stream_outlives_the_store_deadline_that_bounds_a_request(monkeypatch):
