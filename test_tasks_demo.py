@@ -613,7 +613,7 @@ def test_the_script_runs_on_the_distributions_the_tests_run_on():
     ours = set(subprocess.run([sys.executable, "-c", listing], capture_output=True,
                               text=True, check=True).stdout.split())
     dev_only = {f"{name}=={version}" for (name, version) in
-                set(locked(HERE / "uv.lock", [{"name": "pytest"}]))
+                set(locked(HERE / "uv.lock", [{"name": "pytest"}, {"name": "pytest-xdist"}]))
                 - set(script_pins())}
     assert theirs == ours - dev_only, theirs ^ (ours - dev_only)
 
