@@ -16,6 +16,7 @@ import signal
 import sys
 import urllib.parse
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from rich.console import Console
 from deploy import DemoError
 from deploy.client import DEFAULT_URL
 from deploy.processes import LEAVE_ON, leave_now
-from deploy.store import SHARED, shared
+from deploy.store import RESULTS_FOR, SHARED, shared
 from tasks_demo import MAX_SECONDS, MAX_STEPS, claim, runnable
 
 
@@ -117,6 +118,10 @@ def add_commands(commands: argparse._SubParsersAction, argv: list[str]) -> list[
     worker_command.add_argument("--backend", required=True, help="redis://HOST:PORT/DB")
     for command in (serve_command, worker_command):
         command.add_argument("--model", help=model_help)
+        command.add_argument("--results-for", type=within(int, 1, 7 * 24 * 3600),
+                             default=int(RESULTS_FOR.total_seconds()), metavar="SECONDS",
+                             help="how long a task's result can be read after it ends "
+                                  "(default %(default)s; give every process the same)")
     worker_command.add_argument("--journal", action="store_true",
                                 help="also record each body's start and end in Redis (soak)")
     for flag, what in (("--metrics-port", "Docket's Prometheus metrics"),
@@ -224,11 +229,13 @@ def main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 serving.use_key(args)
                 asyncio.run(serving.serve(args.port, args.host, args.backend,
                                           not args.no_worker, args.tokens,
-                                          tuple(args.allow_host)))
+                                          tuple(args.allow_host),
+                                          timedelta(seconds=args.results_for)))
             elif args.command == "worker":
                 serving.use_key(args)
                 asyncio.run(serving.worker(args.backend, args.journal, args.metrics_port,
-                                           args.health_port))
+                                           args.health_port,
+                                           timedelta(seconds=args.results_for)))
             else:
                 Console(width=None if sys.stdout.isatty() else 160).print(
                     asyncio.run(serving.queue(args.backend)))

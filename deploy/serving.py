@@ -26,7 +26,7 @@ from typing import Any
 from fastmcp import Client, FastMCP
 from fastmcp.server.auth.providers.jwt import StaticTokenVerifier
 from fastmcp.tools.function_tool import FunctionTool
-from fastmcp_tasks import TasksExtension
+from fastmcp_tasks import TasksExtension, creation, handlers
 from rich import box
 from rich.table import Table
 
@@ -36,9 +36,10 @@ from deploy.commit import committed
 from deploy.http import is_loopback, on_http
 from deploy.push import Push
 from deploy.processes import LEAVE_ON, leave_now
-from deploy.store import (QUEUE, RedisJournal, TaskRequests, pooled, quiet_store_faults,
-                          reads_answer_when_full, renewing_the_key_probe, require_redis,
-                          same_key_as_the_queue, shared, warn_if_forgetful)
+from deploy.store import (QUEUE, RESULTS_FOR, RedisJournal, TaskRequests, freeing_expired,
+                          pooled, quiet_store_faults, reads_answer_when_full,
+                          renewing_the_key_probe, require_redis, same_key_as_the_queue, shared,
+                          warn_if_forgetful)
 from tasks_demo import CONCURRENCY, GuardedFastMCP, journaled_tools, mcp
 
 
@@ -55,19 +56,47 @@ def check_interval(backend: str) -> timedelta:
     return timedelta(milliseconds=50 if backend.lower().startswith("memory") else 10)
 
 
+class KeptTasks(TasksExtension):
+    """fastmcp-tasks' extension, keeping results for `results_for` (from the end of
+    their task), and in memory giving back what expires (`freeing_expired`)."""
+
+    def __init__(self, *, results_for: timedelta = RESULTS_FOR, **settings: Any):
+        super().__init__(**settings)
+        self.results_for = results_for
+        # A task's own keys (its id's route, arguments, snapshot) live the results'
+        # lifetime and fastmcp-tasks' buffer, 15 minutes, one number for the
+        # process: make the buffer the lifetime too (the same, by default).
+        creation.TASK_MAPPING_TTL_BUFFER_SECONDS = handlers.TASK_MAPPING_TTL_BUFFER_SECONDS = int(
+            results_for.total_seconds())
+
+    @asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        async with super().lifespan():
+            docket = self.server._docket  # the lifespan made it
+            docket.execution_ttl = self.results_for
+            every = self.results_for.total_seconds() / 2
+            freeing = (asyncio.create_task(freeing_expired(docket, every))
+                       if self.docket_settings.url.startswith("memory") else None)
+            try:
+                yield
+            finally:
+                if freeing:
+                    freeing.cancel()
+
 
 async def tasks_server(*, backend: str = "memory://", queue: str | None = None,
                        concurrency: int = CONCURRENCY, middleware: tuple = (),
-                       auth: Any = None) -> FastMCP:
+                       auth: Any = None, results_for: timedelta = RESULTS_FOR) -> FastMCP:
     """The tools of `mcp`, each body committed once and journaled, on a server with
     its own queue (servers on one backend and queue share their tasks) running
-    `concurrency` bodies at once; a store's faults named (TaskRequests)."""
+    `concurrency` bodies at once, keeping results for `results_for`; a store's
+    faults named (TaskRequests)."""
     quiet_store_faults()
     reads_answer_when_full()
     one_probe_a_tool()
     server = GuardedFastMCP("tasks-demo", auth=auth, middleware=[TaskRequests(), *middleware])
-    server.add_extension(TasksExtension(
-        url=backend, name=queue or f"kit-{secrets.token_hex(4)}",
+    server.add_extension(KeptTasks(
+        results_for=results_for, url=backend, name=queue or f"kit-{secrets.token_hex(4)}",
         concurrency=concurrency, redelivery_timeout=REDELIVERY_TIMEOUT,
         minimum_check_interval=check_interval(backend)))
     # The journal inside commit-once: a rerun that finds a result standing is no run.
@@ -145,7 +174,8 @@ def with_schema_lookup(server: FastMCP) -> None:
 
 
 async def serve(port: int, host: str, backend: str, worker: bool,
-                tokens: dict[str, str], names: tuple = ()) -> None:
+                tokens: dict[str, str], names: tuple = (),
+                results_for: timedelta = RESULTS_FOR) -> None:
     """Serve the tools over streamable HTTP until stopped."""
     on_redis = shared(backend)
     if on_redis:
@@ -168,7 +198,8 @@ async def serve(port: int, host: str, backend: str, worker: bool,
               file=sys.stderr, flush=True)
     auth = StaticTokenVerifier({t: {"client_id": n} for t, n in tokens.items()}) if tokens else None
     server = await tasks_server(backend=pooled(backend), queue=QUEUE, auth=auth,
-                                concurrency=CONCURRENCY if worker else 0)
+                                concurrency=CONCURRENCY if worker else 0,
+                                results_for=results_for)
     model.model_in_place(server)  # deep_research too, when --model named a model
     stop = asyncio.Event()
     # In memory the tasks die with the process: nothing to drain, so leave.
@@ -183,7 +214,8 @@ async def serve(port: int, host: str, backend: str, worker: bool,
 
 
 async def worker(backend: str, journal: bool, metrics: tuple[str, int] | None = None,
-                 health: tuple[str, int] | None = None) -> None:
+                 health: tuple[str, int] | None = None,
+                 results_for: timedelta = RESULTS_FOR) -> None:
     """Run tasks from a shared Redis, whichever server accepted them.
 
     fastmcp-tasks' own worker runs the lesson's module-level `mcp` on the same
@@ -199,7 +231,8 @@ async def worker(backend: str, journal: bool, metrics: tuple[str, int] | None = 
     renewing = asyncio.create_task(renewing_the_key_probe(backend))  # noqa: F841 (held)
     if journal:  # the soak counts every body's runs, across processes, in Redis
         tasks_demo.JOURNAL = RedisJournal(backend)
-    server = await tasks_server(backend=pooled(backend), queue=QUEUE)
+    server = await tasks_server(backend=pooled(backend), queue=QUEUE,
+                                results_for=results_for)
     model.model_in_place(server)  # deep_research too, when --model named a model
     stop = asyncio.Event()
 

@@ -4,12 +4,15 @@ A request that only reads or writes the store gets its answer within
 STORE_DEADLINE, and a store that is down, frozen or full is named in one line
 (TaskRequests). Every process on a queue must share the snapshot key
 (same_key_as_the_queue). RedisJournal keeps the lessons' journal in Redis, for
-the stories that count runs across processes.
+the stories that count runs across processes. In memory, `freeing_expired`
+gives back what an expired task held.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import os
 import re
@@ -18,7 +21,7 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from fastmcp.server.middleware import Middleware
@@ -91,6 +94,7 @@ def pooled(backend: str) -> str:
 # from a client that asked for tasks) gets its answer within STORE_DEADLINE; a
 # store that is down, frozen or full is named in one line, not "Internal error".
 STORE_DEADLINE = 10.0  # seconds
+RESULTS_FOR = timedelta(minutes=15)  # Docket's own: how long a result can be read
 
 
 class StoreMark:
@@ -283,6 +287,34 @@ async def renewing_the_key_probe(backend: str) -> None:
 # round-robin balancer needs no stickiness. (Clients on the older 2025-11-25
 # handshake hold a session, `Mcp-Session-Id`, in one replica's memory: for
 # them the balancer must route by that header: docs/deployment.md.)
+
+# memory://'s store, burner-redis (0.1.7, the newest), hides a key that has
+# expired but never frees it: a long-running memory:// server grew by every task
+# it had ever run (docs/performance.md). A key deleted it frees. So: keys seen
+# at one look and gone at the next have expired: delete them, in one script
+# that leaves any made again since. Every key of a task lives at least the results'
+# lifetime, so a look every half of that sees each one.
+DELETE_IF_GONE = ("for _, key in ipairs(KEYS) do "
+                  "if redis.call('EXISTS', key) == 0 then redis.call('DEL', key) end end")
+
+
+async def freeing_expired(docket: Any, every: float) -> None:
+    """Every `every` seconds, free what expired in `docket`'s memory:// store; then
+    hand the freed memory back to the system (glibc keeps it otherwise)."""
+    seen: set[bytes] = set()
+    while True:
+        await asyncio.sleep(every)
+        async with docket.redis() as store:
+            now = set(await store.keys(docket.key("*")))
+            gone = list(seen - now)
+            for start in range(0, len(gone), 1000):
+                await store.eval(DELETE_IF_GONE, len(gone[start:start + 1000]),
+                                 *gone[start:start + 1000])
+        seen = now
+        if gone:
+            with contextlib.suppress(OSError, AttributeError):  # glibc's only
+                ctypes.CDLL(None).malloc_trim(0)
+
 
 class RedisJournal(Journal):
     """The journal kept in Redis too: what every process's bodies did, in one place."""

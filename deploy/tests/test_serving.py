@@ -533,6 +533,49 @@ class Link:
 
 
 @needs_redis
+async def tasks_in_turn(url: str, count: int, at_once: int = 20) -> str:
+    """`count` zero-second tasks, `at_once` at a time, each batch to its end: the
+    last one's id."""
+    call = {"name": "work", "arguments": {"label": "gone", "seconds": 0, "steps": 1}}
+    for _ in range(count // at_once):
+        answers = await asyncio.gather(*(
+            asyncio.to_thread(rpc, url, "tools/call", call, "work") for _ in range(at_once)))
+        last = answers[-1][1]["result"]["taskId"]
+        while rpc(url, "tasks/get", {"taskId": last})[1]["result"]["status"] != "completed":
+            await asyncio.sleep(0.01)
+    return last
+
+
+def test_a_memory_server_gives_back_what_its_expired_tasks_held():
+    # memory://'s store hides a key that expired but never frees it: a `serve`
+    # grew by every task it had ever run (~5 KB each, for tasks this small).
+    # Rounds of tasks, each waited out past its lifetime: the first sets the
+    # server's high-water mark (Python keeps its arenas), the next add nothing.
+    lifetime = 1
+
+    async def story():
+        async with processes.child_processes():
+            server, url = await processes.start_server(
+                "--backend", "memory://", "--results-for", str(lifetime))
+            started, settled = rss_of(server.process.pid), []
+            for _ in range(3):
+                last = await tasks_in_turn(url, 400)
+                while "error" not in rpc(url, "tasks/get", {"taskId": last})[1]:
+                    await asyncio.sleep(0.05)  # its result expired; its own keys live
+                await asyncio.sleep(2 * lifetime)  # a lifetime more, swept each half
+                deadline = time.perf_counter() + 15  # (a busy machine may sweep late)
+                while settled and rss_of(server.process.pid) > settled[0] + 2 \
+                        and time.perf_counter() < deadline:
+                    await asyncio.sleep(0.1)
+                settled.append(rss_of(server.process.pid))
+            return started, settled
+
+    started, settled = asyncio.run(asyncio.wait_for(story(), 120))
+    # MB for 800 tasks: what bounded caches take (~1 MB), not ~5 KB a task
+    assert settled[-1] - settled[0] < 2.5, (started, settled)
+    assert settled[-1] <= 1.2 * started, (started, settled)  # back within 20 % of the start
+
+
 def test_a_partition_longer_than_the_retries_never_changes_a_seen_result(monkeypatch):
     # Worker A is cut off from Redis as its body ends, for longer than a commit
     # once retried; B takes the task over and is still running when A's
