@@ -16,6 +16,7 @@ before its body (has a run finished it?).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import json
@@ -25,11 +26,14 @@ from collections.abc import Callable
 from typing import Any
 
 from docket.dependencies import current_execution, current_worker
-from fastmcp_tasks.context import get_task_context
+from fastmcp_tasks.context import _snapshot_redis_key, get_task_context
+from fastmcp_tasks.input_store import _args_key, _current_leg_key, _leg_number_key
 from fastmcp_tasks.keys import task_redis_prefix
 from mcp_types import InputRequiredResult
 from pydantic import TypeAdapter
 from redis.exceptions import RedisError
+
+from tasks_demo import TIME_LIMIT
 
 
 # A commit that cannot reach the store keeps trying: were it to give up, its run
@@ -70,6 +74,26 @@ def owner_only(run: Any, worker: str) -> None:
         setattr(run.progress, name, guarded)
 
 
+# EXPIRE brings back no key that is gone: a lost task stays lost.
+EXPIRE_ALL = "for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, ARGV[1]) end"
+
+
+async def keep_task_for(run: Any, task: Any, seconds: int) -> None:
+    """Make the task's own keys (fastmcp-tasks': its id's route, arguments, leg
+    and snapshot) live `seconds` from now. fastmcp-tasks renews them at each
+    poll, for twice the results' lifetime: a body that ran longer than that
+    with nobody polling ended into a task nobody could find (past 30 minutes
+    by default; with `--results-for 1`, past 2 seconds)."""
+    docket, scope, task_id = run.docket, task.task_scope, task.task_id
+    record = docket.key(f"{task_redis_prefix(scope)}:{task_id}")
+    keys = [record, f"{record}:created_at", f"{record}:poll_interval",
+            *(own(docket, scope, task_id) for own in (_current_leg_key, _leg_number_key,
+                                                       _args_key, _snapshot_redis_key))]
+    with contextlib.suppress(RedisError):  # a store away now: polls renew them, as before
+        async with docket.redis() as redis:
+            await redis.eval(EXPIRE_ALL, len(keys), *keys, str(seconds))
+
+
 # The first run to finish stores its result and posts to the outbox, atomically,
 # and hears nothing back; a later run hears the result that stands.
 # A task whose record is gone (the store restarted empty, or was flushed) is no
@@ -87,6 +111,35 @@ return redis.call('GET', KEYS[1])"""
 AS_JSON = TypeAdapter(Any)
 
 
+async def first_result(run: Any, task: Any, key: str, keep: int, body: Callable,
+                       *args: Any, **kwargs: Any) -> Any:
+    """The body's result, or the one a run committed first; its own committed if none."""
+    async def standing() -> Any:
+        return await store_command(run, lambda redis: redis.get(key))
+
+    if run.redelivered and (first := await standing()) is not None:
+        return json.loads(first)  # a run finished it already
+    try:
+        result = await body(*args, **kwargs)
+    except Exception:  # a late run that fails returns the standing result too
+        if (first := await standing()) is not None:
+            return json.loads(first)
+        raise
+    if isinstance(result, InputRequiredResult):
+        return result  # a question, not an end: nothing to commit yet
+    as_json = json.dumps(AS_JSON.dump_python(result, mode="json"))  # models, dates...
+    record = run.docket.key(f"{task_redis_prefix(task.task_scope)}:{task.task_id}")
+    other = await store_command(run, lambda redis: redis.eval(
+        COMMIT, 3, key, run.docket.key("outbox"), record, as_json, str(keep),
+        f"{task.task_id} completed by process {os.getpid()}"))
+    if isinstance(other, list):
+        logging.getLogger("tasks_demo").warning(
+            "task %s ended, but the task store has no record of it any more (it "
+            "restarted empty, or the record expired): its result is not kept", task.task_id)
+        return result
+    return result if other is None else json.loads(other)  # another run's, first
+
+
 def committed(body: Callable) -> Callable:
     """`body`, run as a task at least once, returning the first result to be committed."""
 
@@ -98,32 +151,12 @@ def committed(body: Callable) -> Callable:
         run = current_execution.get()  # Docket's run: its store, shared by every worker
         owner_only(run, current_worker.get().name)
         key = run.docket.key(f"committed:{task.task_id}")
-
-        async def standing() -> Any:
-            return await store_command(run, lambda redis: redis.get(key))
-
-        if run.redelivered and (first := await standing()) is not None:
-            return json.loads(first)  # a run finished it already
-        try:
-            result = await body(*args, **kwargs)
-        except Exception:  # a late run that fails returns the standing result too
-            if (first := await standing()) is not None:
-                return json.loads(first)
-            raise
-        if isinstance(result, InputRequiredResult):
-            return result  # a question, not an end: nothing to commit yet
         # Outlives the task's own keys (kept its TTL), so a late run still finds it.
-        keep = str(int(2 * run.docket.execution_ttl.total_seconds()))
-        as_json = json.dumps(AS_JSON.dump_python(result, mode="json"))  # models, dates...
-        record = run.docket.key(f"{task_redis_prefix(task.task_scope)}:{task.task_id}")
-        other = await store_command(run, lambda redis: redis.eval(
-            COMMIT, 3, key, run.docket.key("outbox"), record, as_json, keep,
-            f"{task.task_id} completed by process {os.getpid()}"))
-        if isinstance(other, list):
-            logging.getLogger("tasks_demo").warning(
-                "task %s ended, but the task store has no record of it any more (it "
-                "restarted empty, or the record expired): its result is not kept", task.task_id)
-            return result
-        return result if other is None else json.loads(other)  # another run's, first
+        keep = int(2 * run.docket.execution_ttl.total_seconds())
+        await keep_task_for(run, task, int(TIME_LIMIT.total_seconds()) + keep)  # the run, then
+        try:
+            return await first_result(run, task, key, keep, body, *args, **kwargs)
+        finally:  # an end (or a question): kept from now, as a result is
+            await keep_task_for(run, task, keep)
 
     return once

@@ -576,6 +576,31 @@ def test_a_memory_server_gives_back_what_its_expired_tasks_held():
     assert settled[-1] <= 1.2 * started, (started, settled)  # back within 20 % of the start
 
 
+def test_a_task_that_outruns_its_keys_unpolled_keeps_its_result(monkeypatch):
+    # fastmcp-tasks renews a task's own keys at each poll, for twice the results'
+    # lifetime: a body that ran longer with nobody polling ended into a task
+    # nobody could find (by default past 30 minutes; here past 4 seconds).
+    from datetime import timedelta
+
+    from fastmcp_tasks import creation, handlers
+
+    for module in (creation, handlers):  # the lifetime below is for this test only
+        monkeypatch.setattr(module, "TASK_MAPPING_TTL_BUFFER_SECONDS",
+                            module.TASK_MAPPING_TTL_BUFFER_SECONDS)
+
+    async def story():
+        async with running(results_for=timedelta(seconds=2)) as server, \
+                demo.Client(server) as client:
+            task = await demo.call_tool_task(client, "work", {
+                "label": "long", "seconds": 5, "steps": 1})
+            ended = await demo.JOURNAL.end_of(task.task_id, timeout=30)  # nobody polled
+            status = await task.status()  # within the result's lifetime of 2 s
+            return ended, status.status, (await task.result()).structured_content
+
+    ended, state, result = asyncio.run(asyncio.wait_for(story(), 60))
+    assert (ended, state, result["label"]) == ("done", "completed", "long")
+
+
 def test_a_partition_longer_than_the_retries_never_changes_a_seen_result(monkeypatch):
     # Worker A is cut off from Redis as its body ends, for longer than a commit
     # once retried; B takes the task over and is still running when A's
