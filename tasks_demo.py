@@ -19,7 +19,9 @@ FastMCP runs tasks on Docket, a queue in this process's memory or in Redis.
 What a task guarantees (each lesson below shows one, and checks it):
 - the work goes on with no client connected: a client that closed (or whose
   process was killed: the kit's `crash`) comes back by id and gets the result;
-- everyone holding the id sees the same one result, kept 15 minutes;
+- everyone holding the id sees the same one result, kept 15 minutes (but
+  the id lives 30 minutes from its submission or last poll: a body that runs
+  longer with nobody polling ends into an id nobody finds; the kit keeps it);
 - cancel stops the body; a tool's error is an answer (`completed`, isError);
 - a task can stop to ask its client a question, and resume with the answer;
 - a server runs at most `concurrency` bodies at once; the rest wait, queued.
