@@ -23,6 +23,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 from docket.dependencies import current_execution, current_worker
@@ -32,8 +33,6 @@ from fastmcp_tasks.keys import task_redis_prefix
 from mcp_types import InputRequiredResult
 from pydantic import TypeAdapter
 from redis.exceptions import RedisError
-
-from tasks_demo import TIME_LIMIT
 
 
 # A commit that cannot reach the store keeps trying: were it to give up, its run
@@ -80,10 +79,7 @@ EXPIRE_ALL = "for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, ARGV[1]) e
 
 async def keep_task_for(run: Any, task: Any, seconds: int) -> None:
     """Make the task's own keys (fastmcp-tasks': its id's route, arguments, leg
-    and snapshot) live `seconds` from now. fastmcp-tasks renews them at each
-    poll, for twice the results' lifetime: a body that ran longer than that
-    with nobody polling ended into a task nobody could find (past 30 minutes
-    by default; with `--results-for 1`, past 2 seconds)."""
+    and snapshot) live `seconds` from now."""
     docket, scope, task_id = run.docket, task.task_scope, task.task_id
     record = docket.key(f"{task_redis_prefix(scope)}:{task_id}")
     keys = [record, f"{record}:created_at", f"{record}:poll_interval",
@@ -92,6 +88,21 @@ async def keep_task_for(run: Any, task: Any, seconds: int) -> None:
     with contextlib.suppress(RedisError):  # a store away now: polls renew them, as before
         async with docket.redis() as redis:
             await redis.eval(EXPIRE_ALL, len(keys), *keys, str(seconds))
+
+
+async def keeping_task(run: Any, task: Any, keep: int) -> None:
+    """While a body runs, its task's own keys live at least half of `keep` more.
+
+    fastmcp-tasks renews them at each poll, to `keep` (twice the results'
+    lifetime): a body that ran longer than that with nobody polling ended into
+    an id nobody could find (past 30 minutes by default). Renewed every quarter
+    of `keep`, the keys outlive the result when the body ends; a body that
+    waited in the queue that long is renewed first. A short body costs nothing."""
+    if (datetime.now(timezone.utc) - run.when).total_seconds() >= keep / 4:
+        await keep_task_for(run, task, keep)
+    while True:
+        await asyncio.sleep(keep / 4)
+        await keep_task_for(run, task, keep)
 
 
 # The first run to finish stores its result and posts to the outbox, atomically,
@@ -151,12 +162,12 @@ def committed(body: Callable) -> Callable:
         run = current_execution.get()  # Docket's run: its store, shared by every worker
         owner_only(run, current_worker.get().name)
         key = run.docket.key(f"committed:{task.task_id}")
-        # Outlives the task's own keys (kept its TTL), so a late run still finds it.
+        # As long as the task's own keys, so a late run still finds it.
         keep = int(2 * run.docket.execution_ttl.total_seconds())
-        await keep_task_for(run, task, int(TIME_LIMIT.total_seconds()) + keep)  # the run, then
+        keeping = asyncio.create_task(keeping_task(run, task, keep))
         try:
             return await first_result(run, task, key, keep, body, *args, **kwargs)
-        finally:  # an end (or a question): kept from now, as a result is
-            await keep_task_for(run, task, keep)
+        finally:
+            keeping.cancel()
 
     return once

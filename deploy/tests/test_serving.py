@@ -613,7 +613,7 @@ def test_a_partition_longer_than_the_retries_never_changes_a_seen_result(monkeyp
     # waits between tries are a tenth as long (its ~6 s of retries once: 0.63 s).
     monkeypatch.setattr(serving, "REDELIVERY_TIMEOUT", serving.timedelta(seconds=1))
     monkeypatch.setattr(commit_module, "asyncio", types.SimpleNamespace(
-        sleep=lambda seconds: asyncio.sleep(seconds / 10)))
+        sleep=lambda seconds: asyncio.sleep(seconds / 10), create_task=asyncio.create_task))
     started, release = {"A": asyncio.Event(), "B": asyncio.Event()}, {
         "A": asyncio.Event(), "B": asyncio.Event()}
 
