@@ -63,7 +63,8 @@ def within(kind: type, low: float, high: float) -> Callable[[str], Any]:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"not a {'whole ' if kind is int else ''}number: {text!r}") from None
         if not low <= value <= high:  # NaN fails this too
             raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {text!r}")
         return value
@@ -120,8 +121,9 @@ def add_commands(commands: argparse._SubParsersAction, argv: list[str]) -> list[
         command.add_argument("--model", help=model_help)
         command.add_argument("--results-for", type=within(int, 1, 7 * 24 * 3600),
                              default=int(RESULTS_FOR.total_seconds()), metavar="SECONDS",
-                             help="how long a task's result can be read after it ends "
-                                  "(default %(default)s; give every process the same)")
+                             help="how long a task's result, or a question it asks, can be "
+                                  "read after its step ends (default %(default)s; give every "
+                                  "process the same)")
     worker_command.add_argument("--journal", action="store_true",
                                 help="also record each body's start and end in Redis (soak)")
     for flag, what in (("--metrics-port", "Docket's Prometheus metrics"),

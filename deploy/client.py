@@ -71,8 +71,9 @@ async def remote(url: str, token: str | None, timeout: float = 30) -> AsyncItera
         if error.error.code == REQUEST_TIMEOUT:
             raise DemoError(f"{url} did not answer within {timeout:.0f} s") from None
         if "not found" in str(error):
-            raise DemoError(f"{error}: the id is unknown, expired (results are kept "
-                            "15 minutes) or another tenant's; check it and --token") from None
+            raise DemoError(f"{error}: the id is unknown, expired (a result is kept "
+                            "15 minutes unless the server's --results-for says otherwise) "
+                            "or another tenant's; check it and --token") from None
         status = await asyncio.to_thread(http_status, url, token)
         if status in (401, 403):
             raise DemoError(f"{url} refused the token (HTTP {status}): check --token") from None

@@ -182,7 +182,7 @@ class StoreFaultLines(logging.Filter):
     """A fault of the store that the code expects (Redis gone, frozen, full) is one
     named line in the log, not a traceback, and the same line at most once every
     `every` seconds: Docket's loops (heartbeat, scheduler, lease renewal) and a
-    task's run each log one a second, with a traceback, while Redis is away."""
+    task's run each log one a second, with a traceback or not, while Redis is away."""
 
     def __init__(self, every: float = 10.0):
         super().__init__()
@@ -193,10 +193,14 @@ class StoreFaultLines(logging.Filter):
         if shown is not None:  # (decided at the record's first handler: the same at all)
             return shown
         error = record.exc_info[1] if record.exc_info else None
-        if not isinstance(error, (RedisError, ConnectionError, asyncio.TimeoutError)):
+        if isinstance(error, (RedisError, ConnectionError, asyncio.TimeoutError)):
+            line = f"{record.getMessage()}: task store: Redis {fault_of(error)}"
+            record.msg, record.args, record.exc_info, record.exc_text = line, None, None, None
+        elif not (record.name.startswith("docket") and record.levelno >= logging.WARNING
+                  and error is None):
             return True
-        line = f"{record.getMessage()}: task store: Redis {fault_of(error)}"
-        record.msg, record.args, record.exc_info, record.exc_text = line, None, None, None
+        else:  # Docket's own, about the store: "Redis is unavailable, sleeping...", each second
+            line = record.getMessage()
         record.store_fault_shown = shown = (
             time.monotonic() - self.last.get(line, -self.every) >= self.every)
         if shown:
