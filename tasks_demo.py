@@ -36,10 +36,10 @@ commit-once, deploy/commit.py, keeps the first result and one effect).
     uv run tasks_demo.py --help           # --scale, and the kit's commands
 
 Down to `# END OF SERVER` is a whole server: copy it into a file and serve it
-(`fastmcp run yours.py:mcp --transport http`). Then: how the lessons watch it,
-client recipes, the lessons, the runner. (Push, a server telling listeners each
-change instead of being polled: the `push` lesson; its server side, the kit's
-deploy/push.py.)"""
+(`uv run --with 'fastmcp[tasks]' fastmcp run yours.py:mcp --transport http`).
+Then: how the lessons watch it, client recipes, the lessons, the runner. (Push,
+a server telling listeners each change instead of being polled: the `push`
+lesson; its server side, the kit's deploy/push.py.)"""
 
 from __future__ import annotations
 
@@ -103,8 +103,10 @@ class GuardedFastMCP(FastMCP):
 
 mcp = GuardedFastMCP("tasks-demo")
 # Where tasks live: FASTMCP_DOCKET_URL, memory:// (the default: this process
-# only) or redis://host:port/db, shared by every process on it. `name` is the
-# queue: servers and workers with the same URL and name share their tasks.
+# only, and it never frees what expired: a server that runs for long belongs on
+# Redis, or the kit's `serve`) or redis://host:port/db, shared by every process
+# on it. `name` is the queue: servers and workers with the same URL and name
+# share their tasks.
 mcp.add_extension(TasksExtension(name="tasks-demo", concurrency=CONCURRENCY))
 
 
