@@ -19,9 +19,8 @@ FastMCP runs tasks on Docket, a queue in this process's memory or in Redis.
 What a task guarantees (each lesson below shows one, and checks it):
 - the work goes on with no client connected: a client that closed (or whose
   process was killed: the kit's `crash`) comes back by id and gets the result;
-- everyone holding the id sees the same one result, kept 15 minutes (but
-  the id lives 30 minutes from its submission or last poll: a body that runs
-  longer with nobody polling ends into an id nobody finds; the kit keeps it);
+- everyone holding the id sees the same one result, kept 15 minutes (the id,
+  30 minutes from its last poll: poll a longer task, or use the kit's serve);
 - cancel stops the body; a tool's error is an answer (`completed`, isError);
 - a task can stop to ask its client a question, and resume with the answer;
 - a server runs at most `concurrency` bodies at once; the rest wait, queued.
@@ -37,9 +36,8 @@ commit-once, deploy/commit.py, keeps the first result and one effect).
 
 Down to `# END OF SERVER` is a whole server: copy it into a file and serve it
 (`uv run --with 'fastmcp[tasks]' fastmcp run yours.py:mcp --transport http`).
-Then: how the lessons watch it, client recipes, the lessons, the runner. (Push,
-a server telling listeners each change instead of being polled: the `push`
-lesson; its server side, the kit's deploy/push.py.)"""
+Then: how the lessons watch it, client recipes, the lessons (`push`: a server
+telling listeners each change; its side, the kit's deploy/push.py), the runner."""
 
 from __future__ import annotations
 
@@ -103,10 +101,8 @@ class GuardedFastMCP(FastMCP):
 
 mcp = GuardedFastMCP("tasks-demo")
 # Where tasks live: FASTMCP_DOCKET_URL, memory:// (the default: this process
-# only, and it never frees what expired: a server that runs for long belongs on
-# Redis, or the kit's `serve`) or redis://host:port/db, shared by every process
-# on it. `name` is the queue: servers and workers with the same URL and name
-# share their tasks.
+# only, never freeing what expired) or redis://host:port/db, shared by every
+# process on it. `name` is the queue: the same URL and name share their tasks.
 mcp.add_extension(TasksExtension(name="tasks-demo", concurrency=CONCURRENCY))
 
 
